@@ -1,0 +1,55 @@
+"""Train a VAE: ``python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.FIELD=value]``.
+
+Resumes from the latest checkpoint in DIR. See README.md for the fields and outputs.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vae_jax import configs
+from vae_jax.errors import VAEJaxError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.",
+                               required=True)
+USAGE = "python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.FIELD=value ...]"
+
+
+def _exit_bad_override(error: Exception):
+    message = str(error).strip("'\"").replace("\\'", "'").replace("\\n", " ")
+    sys.exit(f"error: bad --config override: {message}\nUsage: {USAGE}")
+
+
+try:  # ml_collections already reads the --config.FIELD overrides here
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", configs.DEFAULT_CONFIG, "Preset config file (default: vae_jax/configs/default.py).",
+        lock_config=True)
+except (AttributeError, KeyError, TypeError, ValueError) as error:
+    _exit_bad_override(error)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with bad ``--config.FIELD`` overrides reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"error: {error}\nUsage: {USAGE}")
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        _exit_bad_override(error)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+    from vae_jax import training  # pylint: disable=import-outside-toplevel
+
+    try:
+        training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except VAEJaxError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,140 @@
+"""The pure research API: shapes under jit/vmap/grad, the ELBO on a hand-computed case, errors."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vae_jax
+from vae_jax import objectives
+
+INPUT_SHAPE = (6, 5, 1)
+
+
+@pytest.fixture(name="vae")
+def fixture_vae():
+    return vae_jax.mlp_vae(INPUT_SHAPE, latent_dim=3, hidden_dims=(16, 8))
+
+
+@pytest.fixture(name="x")
+def fixture_x():
+    return jax.random.uniform(jax.random.key(7), (4, *INPUT_SHAPE))
+
+
+class TestShapes(chex.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.vae = vae_jax.mlp_vae(INPUT_SHAPE, latent_dim=3, hidden_dims=(16, 8))
+        self.params = self.vae.init(jax.random.key(0))
+        self.x = jax.random.uniform(jax.random.key(1), (4, *INPUT_SHAPE))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_encode_decode_shapes(self):
+        mean, log_variance = self.variant(self.vae.encode)(self.params, self.x)
+        chex.assert_shape([mean, log_variance], (4, 3))
+        logits = self.variant(self.vae.decode)(self.params, mean)
+        chex.assert_shape(logits, (4, *INPUT_SHAPE))
+        chex.assert_type([mean, log_variance, logits], jnp.float32)
+        single_mean, _ = self.variant(self.vae.encode)(self.params, self.x[0])
+        chex.assert_shape(single_mean, (3,))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_batch_elbo_shapes_and_finite(self):
+        terms = self.variant(lambda p, x, k: objectives.batch_elbo(self.vae, p, x, k))(
+            self.params, self.x, jax.random.key(2))
+        chex.assert_shape(list(terms), (4,))
+        chex.assert_tree_all_finite(terms)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_grad_of_loss_has_param_shapes(self):
+        grads, means = self.variant(jax.grad(objectives.loss, has_aux=True), static_argnums=1)(
+            self.params, self.vae, self.x, jax.random.key(3))
+        chex.assert_trees_all_equal_shapes(grads, self.params)
+        chex.assert_tree_all_finite(grads)
+        chex.assert_shape(list(means), ())
+
+
+def test_batch_elbo_is_the_vmap_of_the_single_example_elbo(vae, x):
+    params = vae.init(jax.random.key(0))
+    key = jax.random.key(5)
+    batched = objectives.batch_elbo(vae, params, x, key)
+    keys = jax.random.split(key, x.shape[0])
+    for i in range(x.shape[0]):
+        single = objectives.elbo(vae, params, x[i], keys[i])
+        np.testing.assert_allclose(single.objective, batched.objective[i], rtol=1e-5)
+
+
+def _constant_vae_params(vae, mean, log_variance, logits):
+    """Params that make the encoder output (mean, log_variance) and the decoder `logits` for any
+    input: all kernels zero, the answers in the biases."""
+    params = jax.tree.map(jnp.zeros_like, vae.init(jax.random.key(0)))
+    params["encoder"]["mean"]["bias"] = jnp.asarray(mean, jnp.float32)
+    params["encoder"]["log_variance"]["bias"] = jnp.asarray(log_variance, jnp.float32)
+    params["decoder"]["logits"]["bias"] = jnp.asarray(logits, jnp.float32)
+    return params
+
+
+def test_elbo_hand_computed():
+    vae = vae_jax.mlp_vae((2,), latent_dim=1, hidden_dims=())
+    params = _constant_vae_params(vae, mean=[0.5], log_variance=[math.log(0.25)],
+                                  logits=[0.0, math.log(3.0)])
+    x = jnp.array([1.0, 0.0])
+    # log p(x|z) = log σ(0) + log(1 − σ(log 3)) = log ½ + log ¼, whatever z is.
+    reconstruction = math.log(0.5) + math.log(0.25)
+    # KL = ½(σ² + μ² − 1 − log σ²) = ½(0.25 + 0.25 − 1 − log 0.25)
+    kl = 0.5 * (0.25 + 0.25 - 1.0 - math.log(0.25))
+    for beta in (1.0, 4.0):
+        terms = objectives.elbo(vae, params, x, jax.random.key(0), beta=beta)
+        np.testing.assert_allclose(terms.reconstruction, reconstruction, rtol=1e-6)
+        np.testing.assert_allclose(terms.kl, kl, rtol=1e-6)
+        np.testing.assert_allclose(terms.objective, reconstruction - beta * kl, rtol=1e-6)
+        np.testing.assert_allclose(terms.elbo, reconstruction - kl, rtol=1e-6)
+
+
+def test_loss_is_the_batch_mean_of_the_negative_objective(vae, x):
+    params = vae.init(jax.random.key(0))
+    value, means = objectives.loss(params, vae, x, jax.random.key(1), 2.0)
+    terms = objectives.batch_elbo(vae, params, x, jax.random.key(1), 2.0)
+    np.testing.assert_allclose(value, -terms.objective.mean(), rtol=1e-6)
+    np.testing.assert_allclose(means.kl, terms.kl.mean(), rtol=1e-6)
+
+
+def test_vae_is_hashable_for_static_jit(vae, x):
+    params = vae.init(jax.random.key(0))
+    jitted = jax.jit(objectives.batch_elbo, static_argnums=0)
+    chex.assert_shape(jitted(vae, params, x, jax.random.key(0)).kl, (4,))
+
+
+@pytest.mark.parametrize("bad", [jnp.zeros((4, 5, 6, 1)), jnp.zeros((30,))])
+def test_wrong_input_shape_is_a_clear_error(vae, bad):
+    params = vae.init(jax.random.key(0))
+    with pytest.raises(vae_jax.ShapeError, match=r"x must have shape \(\*batch, 6, 5, 1\)"):
+        vae.encode(params, bad)
+
+
+def test_integer_pixels_are_a_clear_error(vae):
+    params = vae.init(jax.random.key(0))
+    with pytest.raises(vae_jax.ShapeError, match="floating-point"):
+        vae.encode(params, jnp.zeros((2, *INPUT_SHAPE), jnp.uint8))
+
+
+def test_bad_sizes_are_config_errors():
+    with pytest.raises(vae_jax.ConfigError, match="latent_dim"):
+        vae_jax.mlp_vae((28, 28, 1), latent_dim=0, hidden_dims=(10,))
+    with pytest.raises(vae_jax.ConfigError, match="hidden_dims"):
+        vae_jax.mlp_vae((28, 28, 1), latent_dim=2, hidden_dims=(-1,))
+
+
+def test_import_is_light():
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    code = ("import sys, vae_jax; heavy = [m for m in ('tensorflow', 'tensorflow_datasets') "
+            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

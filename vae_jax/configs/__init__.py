@@ -1,0 +1,84 @@
+"""Configuration: ml_collections presets (one file per preset, each with `get_config()`) and their
+validation.
+
+Presets live beside this file; pass one to a script with ``--config=vae_jax/configs/NAME.py`` and
+override any field with ``--config.FIELD=value``. `validate` checks every field before any work
+starts and raises a `ConfigError` naming the field.
+"""
+
+import numbers
+import os
+
+import ml_collections
+
+from vae_jax.errors import ConfigError
+
+CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
+
+ARCHITECTURES = ("mlp",)
+LIKELIHOODS = ("bernoulli",)
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+# Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
+# say how long to train and where data lives, not what is trained.
+RESUMABLE_FIELDS = ("num_epochs", "data_dir", "manual_dir", "max_to_keep", "progress_bar")
+
+
+def _require(condition: bool, field: str, value, expectation: str) -> None:
+    if not condition:
+        raise ConfigError(f"config.{field} must be {expectation}, got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks types and ranges of every field; returns `config` or raises `ConfigError`."""
+    default = get_default()
+    unknown = sorted(set(config.keys()) - set(default.keys()))
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(unknown)}; "
+                          f"known fields are {', '.join(sorted(default.keys()))}")
+    missing = sorted(set(default.keys()) - set(config.keys()))
+    if missing:
+        raise ConfigError(f"config is missing field(s): {', '.join(missing)}")
+    _require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
+             "a TFDS image dataset name such as 'mnist'")
+    for field in ("num_epochs", "batch_size", "latent_dim"):
+        _require(_is_int(config[field]) and config[field] > 0, field, config[field],
+                 "a positive integer")
+    _require(_is_int(config.seed) and config.seed >= 0, "seed", config.seed,
+             "a non-negative integer")
+    _require(_is_int(config.max_to_keep) and config.max_to_keep > 0, "max_to_keep",
+             config.max_to_keep, "a positive integer")
+    hidden = config.hidden_dims
+    _require(isinstance(hidden, (tuple, list)) and all(_is_int(h) and h > 0 for h in hidden),
+             "hidden_dims", hidden, "a tuple of positive integers, e.g. --config.hidden_dims='(400,)'")
+    _require(_is_real(config.learning_rate) and config.learning_rate > 0, "learning_rate",
+             config.learning_rate, "a positive number")
+    _require(_is_real(config.beta) and config.beta >= 0, "beta", config.beta,
+             "a non-negative number")
+    _require(config.architecture in ARCHITECTURES, "architecture", config.architecture,
+             f"one of {ARCHITECTURES}")
+    _require(config.likelihood in LIKELIHOODS, "likelihood", config.likelihood,
+             f"one of {LIKELIHOODS}")
+    _require(config.prng_impl in PRNG_IMPLS, "prng_impl", config.prng_impl,
+             f"one of {PRNG_IMPLS}")
+    _require(isinstance(config.binarize, bool), "binarize", config.binarize, "True or False")
+    for field in ("data_dir", "manual_dir"):
+        _require(config[field] is None or isinstance(config[field], str), field, config[field],
+                 "a folder path or None")
+    return config
+
+
+def get_default() -> ml_collections.ConfigDict:
+    """The default preset (an MLP VAE on dynamically binarised MNIST)."""
+    from vae_jax.configs import default  # pylint: disable=import-outside-toplevel
+
+    return default.get_config()

@@ -1,0 +1,135 @@
+"""Image datasets from TensorFlow Datasets, loaded once into memory as uint8 arrays.
+
+With internet, any TFDS image dataset is fetched by name. Without it, TFDS prepares `mnist` and
+`fashion_mnist` from the original files in a local folder (``manual_dir``), byte-identical to what
+it would download. TensorFlow and TFDS are imported here, lazily, and nowhere else: `import vae_jax`
+stays light.
+
+Images stay uint8 (N, H, W, C) until they reach the device; `to_unit_interval` and `binarize` turn
+them into the float data the model sees, inside jitted code.
+"""
+
+import contextlib
+import difflib
+import logging
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax.errors import DataError
+
+# Offline, TFDS retries a failed download for minutes; a few quick retries are enough to tell.
+_OFFLINE_DOWNLOAD_RETRIES = 3
+_READ_BATCH = 10_000
+
+
+class ImageDataset(NamedTuple):
+    """Train and test splits of an image dataset: images uint8 (N, H, W, C), labels int (N,)."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+
+def _import_tfds():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take accelerator memory
+    return tfds
+
+
+@contextlib.contextmanager
+def _few_download_retries():
+    """Lowers TFDS's download retry count while preparing (restored afterwards)."""
+    from tensorflow_datasets.core.download import downloader  # pylint: disable=import-outside-toplevel
+
+    previous = getattr(downloader, "MAX_RETRIES", None)
+    if previous is None:  # another TFDS version: keep its behaviour
+        yield
+        return
+    downloader.MAX_RETRIES = min(previous, _OFFLINE_DOWNLOAD_RETRIES)
+    urllib3_logger = logging.getLogger("urllib3")
+    level = urllib3_logger.level
+    urllib3_logger.setLevel(logging.ERROR)  # one warning per retry and file otherwise
+    try:
+        yield
+    finally:
+        downloader.MAX_RETRIES = previous
+        urllib3_logger.setLevel(level)
+
+
+def _builder(tfds, name: str, data_dir: str | None):
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise DataError(f"unknown dataset {name!r}: not a TFDS dataset name{hint}") from None
+
+
+def _prepare(tfds, builder, name: str, manual_dir: str | None) -> None:
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+        raise DataError(f"manual_dir {manual_dir!r} for dataset {name!r} is not a folder")
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    try:
+        with _few_download_retries():
+            builder.download_and_prepare(download_config=download_config)
+    except (OSError, tfds.core.download.DownloadError) as error:  # requests' errors are OSErrors
+        if manual_dir is not None:
+            raise DataError(
+                f"could not prepare {name!r} from manual_dir {manual_dir!r} ({type(error).__name__}:"
+                f" {str(error).splitlines()[0][:200]}); it must hold the original download files"
+            ) from None
+        raise DataError(
+            f"could not download {name!r} (no internet?): pass --config.manual_dir=FOLDER with the"
+            " original files (e.g. ../shared/data/mnist) to prepare it offline") from None
+
+
+def load_image_dataset(name: str, data_dir: str | None = None,
+                       manual_dir: str | None = None) -> ImageDataset:
+    """Loads the train and test splits of a TFDS image dataset as uint8 numpy arrays.
+
+    Prepares the dataset first if `data_dir` does not hold it yet: from `manual_dir` when given
+    (offline), else by downloading. Raises `DataError` with a one-line fix for an unknown name,
+    missing data without a network, or a dataset without uint8 images or train/test splits.
+    """
+    tfds = _import_tfds()
+    builder = _builder(tfds, name, data_dir)
+    features = builder.info.features
+    if "image" not in features or features["image"].np_dtype != np.uint8:
+        raise DataError(f"dataset {name!r} has no uint8 'image' feature; vae_jax models images")
+    _prepare(tfds, builder, name, manual_dir)
+    splits = set(builder.info.splits.keys())
+    missing = {"train", "test"} - splits
+    if splits and missing:  # (mocked TFDS in tests declares no splits but serves both)
+        raise DataError(f"dataset {name!r} has no {' or '.join(sorted(missing))} split")
+    arrays = {}
+    for split in ("train", "test"):
+        # Batches concatenated on the host (batch_size=-1 is not supported by mocked TFDS).
+        batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH)))
+        images = np.concatenate([b["image"] for b in batches]).astype(np.uint8, copy=False)
+        labels = (np.concatenate([b["label"] for b in batches]) if "label" in batches[0]
+                  else np.zeros(len(images), np.int64))
+        arrays[split] = (images, labels)
+    return ImageDataset(name, *arrays["train"], *arrays["test"])
+
+
+def to_unit_interval(images: jax.Array) -> jax.Array:
+    """uint8 pixels in {0, …, 255} → float32 in [0, 1]."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
+    """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity in [0, 1]."""
+    return jax.random.bernoulli(key, x).astype(x.dtype)
