@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from conftest import REPO, real_data_dir
+from vae_jax import data
 
 TRAIN = str(REPO / "scripts" / "train.py")
 
@@ -63,7 +64,15 @@ def test_fashion_mnist_trains_offline(tmp_path, tfds_dir):
                        "--config.num_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
     (line,) = metrics(workdir)
-    assert 0 < line["test_neg_elbo"] < 400, line
+    assert 150 < line["test_neg_elbo"] < 400, line  # MNIST's first epoch gives about 120
+
+
+@pytest.mark.slow
+def test_mnist_and_fashion_mnist_do_not_mix_in_one_data_dir(tfds_dir):
+    # TFDS extracts manual files by file name alone; both datasets' files share their names.
+    for name, mean_pixel in (("mnist", 33.3), ("fashion_mnist", 72.9)):
+        dataset = data.load_image_dataset(name, str(tfds_dir), str(real_data_dir(name)))
+        assert abs(dataset.train_images.mean() - mean_pixel) < 0.5, name
 
 
 def test_unknown_config_field_is_one_line(tmp_path):

@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import logging
 import os
+import tempfile
 from typing import NamedTuple
 
 import jax
@@ -81,9 +82,13 @@ def _builder(tfds, name: str, data_dir: str | None):
 def _prepare(tfds, builder, name: str, manual_dir: str | None) -> None:
     if manual_dir is not None and not os.path.isdir(manual_dir):
         raise DataError(f"manual_dir {manual_dir!r} for dataset {name!r} is not a folder")
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     try:
-        with _few_download_retries():
+        # A private extraction folder: TFDS names files extracted from manual_dir by file name
+        # alone, so mnist's and fashion_mnist's identically named files would overwrite each other
+        # in a shared data_dir (fashion_mnist would silently be prepared from MNIST's images).
+        with _few_download_retries(), tempfile.TemporaryDirectory() as extract_dir:
+            download_config = tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                                           extract_dir=extract_dir)
             builder.download_and_prepare(download_config=download_config)
     except (OSError, tfds.core.download.DownloadError) as error:  # requests' errors are OSErrors
         if manual_dir is not None:
