@@ -7,7 +7,8 @@ functions out. Nothing is hidden in the object — parameters are an explicit py
     model = vae_jax.mlp_vae(input_shape=(28, 28, 1), latent_dim=20, hidden_dims=(400,))
     params = model.init(jax.random.key(0))
     mean, log_variance = model.encode(params, x)      # q(z|x) = N(mean, diag exp(log_variance))
-    logits = model.decode(params, z)                  # p(x|z) = Bernoulli(sigmoid(logits))
+    decoded = model.decode(params, z)                 # the parameters of p(x|z): here logits
+    log_px = model.log_likelihood(params, x, decoded)  # log p(x|z) of one example, in nats
 
 `encode` and `decode` accept one example or any leading batch shape. A `VAE` is hashable, so it can
 be closed over or passed as a static argument to `jax.jit`.
@@ -18,7 +19,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from vae_jax import networks
+from vae_jax import distributions, networks
 from vae_jax.errors import ConfigError, ShapeError
 
 Params = Any  # a pytree of arrays: {"encoder": ..., "decoder": ...}
@@ -31,8 +32,11 @@ class VAE(NamedTuple):
       init: ``init(key) -> params``.
       encode: ``encode(params, x) -> (mean, log_variance)``; x has shape (*batch, *input_shape),
         both outputs (*batch, latent_dim).
-      decode: ``decode(params, z) -> logits``; z has shape (*batch, latent_dim), logits
-        (*batch, *input_shape).
+      decode: ``decode(params, z) -> decoded``; z has shape (*batch, latent_dim), decoded
+        (*batch, *input_shape): the parameters of p(x|z) (Bernoulli logits).
+      log_likelihood: ``log_likelihood(params, x, decoded) -> log p(x|z)`` for *one* example,
+        summed over its pixels (vmap it for a batch).
+      observation_mean: ``observation_mean(decoded) -> E[x|z]``, the image to show.
       input_shape: the shape of one example, e.g. (28, 28, 1).
       latent_dim: the size of z.
     """
@@ -40,6 +44,8 @@ class VAE(NamedTuple):
     init: Callable[[jax.Array], Params]
     encode: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
     decode: Callable[[Params, jax.Array], jax.Array]
+    log_likelihood: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    observation_mean: Callable[[jax.Array], jax.Array]
     input_shape: tuple[int, ...]
     latent_dim: int
 
@@ -92,7 +98,11 @@ def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[i
         _check_trailing_shape("z", z, (latent_dim,))
         return decoder.apply({"params": params["decoder"]}, z)
 
-    return VAE(init, encode, decode, input_shape, latent_dim)
+    def log_likelihood(params: Params, x: jax.Array, logits: jax.Array) -> jax.Array:
+        del params  # the Bernoulli decoder has no likelihood parameters of its own
+        return distributions.bernoulli_log_prob(logits, x)
+
+    return VAE(init, encode, decode, log_likelihood, jax.nn.sigmoid, input_shape, latent_dim)
 
 
 def from_config(config, input_shape: Sequence[int]) -> VAE:

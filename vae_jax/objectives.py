@@ -45,7 +45,7 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     """Single-sample ELBO terms for *one* example x of shape `model.input_shape`.
 
         z = μ(x) + σ(x)·ε,  ε ~ N(0, I)            (from `key`)
-        reconstruction = log p(x|z) = log Bern(x; sigmoid(decode(z)))
+        reconstruction = log p(x|z) = model.log_likelihood(params, x, decode(z))
         kl             = KL(N(μ, σ²) ‖ N(0, I))    (closed form)
         objective      = reconstruction − β·kl
 
@@ -53,8 +53,7 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     """
     mean, log_variance = model.encode(params, x)
     z = distributions.gaussian_sample(key, mean, log_variance)
-    logits = model.decode(params, z)
-    reconstruction = distributions.bernoulli_log_prob(logits, x)
+    reconstruction = model.log_likelihood(params, x, model.decode(params, z))
     kl = distributions.gaussian_kl_to_standard_normal(mean, log_variance)
     return ELBOTerms(reconstruction - beta * kl, reconstruction, kl)
 
