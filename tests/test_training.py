@@ -10,18 +10,8 @@ import tensorflow_datasets as tfds
 
 import vae_jax
 import vae_jax.data
-from vae_jax import configs, training
-
-
-def small_config(**overrides):
-    config = configs.get_default()
-    config.hidden_dims = (32,)
-    config.latent_dim = 4
-    config.batch_size = 16
-    config.num_epochs = 1
-    config.progress_bar = False
-    config.update(overrides)
-    return config
+from mock_train import small_config
+from vae_jax import training
 
 
 @pytest.fixture(name="mock_mnist")

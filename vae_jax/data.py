@@ -6,7 +6,8 @@ it would download. TensorFlow and TFDS are imported here, lazily, and nowhere el
 stays light.
 
 Images stay uint8 (N, H, W, C) until they reach the device; `to_unit_interval` and `binarize` turn
-them into the float data the model sees, inside jitted code.
+them into the float data the model sees, inside jitted code. `check_unit_interval` guards float data
+against values the Bernoulli likelihood cannot model.
 """
 
 import contextlib
@@ -133,6 +134,30 @@ def load_image_dataset(name: str, data_dir: str | None = None,
 def to_unit_interval(images: jax.Array) -> jax.Array:
     """uint8 pixels in {0, …, 255} → float32 in [0, 1]."""
     return images.astype(jnp.float32) / 255.0
+
+
+def check_unit_interval(x: jax.Array, name: str = "x") -> None:
+    """Raises `DataError` unless `x` is a floating-point array with every value in [0, 1].
+
+    log Bern(x; σ(ℓ)) = x·log σ(ℓ) + (1 − x)·log σ(−ℓ) is a log-probability (≤ 0) only for x in
+    [0, 1]; outside it the "likelihood" grows without bound as ℓ → ±∞ and the ELBO is meaningless.
+    Call it where float data enters, on a concrete array (not under `jax.jit`): it brings the
+    minimum and maximum to the host. `name` says what `x` is in the message.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise DataError(f"{name} must hold floating-point values in [0, 1], got dtype {x.dtype}; "
+                        "scale uint8 images with vae_jax.data.to_unit_interval")
+    if x.size == 0:
+        return
+    finite, low, high = jax.device_get((jnp.all(jnp.isfinite(x)), jnp.min(x), jnp.max(x)))
+    if not finite:
+        raise DataError(f"{name} holds NaN or infinite values; the Bernoulli likelihood needs "
+                        "pixel intensities in [0, 1]")
+    if low < 0 or high > 1:
+        raise DataError(f"{name} has values in [{low:.8g}, {high:.8g}], outside the [0, 1] that "
+                        "the Bernoulli likelihood needs; scale uint8 images with "
+                        "vae_jax.data.to_unit_interval")
 
 
 def binarize(key: jax.Array, x: jax.Array) -> jax.Array:

@@ -19,3 +19,29 @@ class DataError(VAEJaxError):
 
 class CheckpointError(VAEJaxError):
     """A checkpoint cannot be restored into this run (missing, incompatible or broken)."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """Checkpoints whose files are missing, truncated or differ from the digest saved with them.
+
+    Attributes:
+      reasons: what is wrong with each damaged checkpoint, by step.
+    """
+
+    def __init__(self, message: str, reasons: dict[int, str]):
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class TrainingDivergedError(VAEJaxError, FloatingPointError):
+    """The loss or the gradient of a training step became NaN or infinite.
+
+    Attributes:
+      step: the 1-based optimizer step whose terms were not finite.
+      epoch: the epoch that step belongs to.
+      terms: which of "reconstruction", "KL" and "gradient" were not finite.
+    """
+
+    def __init__(self, message: str, step: int, epoch: int, terms: tuple[str, ...]):
+        super().__init__(message)
+        self.step, self.epoch, self.terms = step, epoch, terms

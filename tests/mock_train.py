@@ -1,0 +1,40 @@
+"""The small test model trained on mocked MNIST, in-process or as its own process.
+
+``python tests/mock_train.py WORKDIR NUM_EPOCHS DATA_DIR`` is `train` as a script, for tests that
+kill training with SIGKILL (scripts/train.py cannot see mocked data). `tfds.testing.mock_data`
+draws its examples from a fixed seed, so every process trains on the same data.
+"""
+
+import sys
+
+import tensorflow_datasets as tfds
+
+from vae_jax import configs, training
+
+NUM_EXAMPLES = 64  # 4 steps per epoch at batch size 16
+
+
+def small_config(**overrides):
+    """The default config with a tiny MLP (32 hidden units, 4 latents), batch 16, no progress
+    bar, one epoch; `overrides` change any field."""
+    config = configs.get_default()
+    config.update(hidden_dims=(32,), latent_dim=4, batch_size=16, num_epochs=1,
+                  progress_bar=False)
+    config.update(overrides)
+    return config
+
+
+def mocked_mnist():
+    """A context in which TFDS serves NUM_EXAMPLES random train and test images."""
+    return tfds.testing.mock_data(num_examples=NUM_EXAMPLES)
+
+
+def train(workdir: str, num_epochs: int, data_dir: str) -> dict[str, float]:
+    """`training.train_and_evaluate` of `small_config` on mocked MNIST."""
+    with mocked_mnist():
+        return training.train_and_evaluate(
+            small_config(num_epochs=num_epochs, data_dir=data_dir), workdir)
+
+
+if __name__ == "__main__":
+    train(sys.argv[1], int(sys.argv[2]), sys.argv[3])
