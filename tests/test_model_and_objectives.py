@@ -74,7 +74,7 @@ def _constant_vae_params(vae, mean, log_variance, logits):
     params = jax.tree.map(jnp.zeros_like, vae.init(jax.random.key(0)))
     params["encoder"]["mean"]["bias"] = jnp.asarray(mean, jnp.float32)
     params["encoder"]["log_variance"]["bias"] = jnp.asarray(log_variance, jnp.float32)
-    params["decoder"]["logits"]["bias"] = jnp.asarray(logits, jnp.float32)
+    params["decoder"]["output"]["bias"] = jnp.asarray(logits, jnp.float32)
     return params
 
 

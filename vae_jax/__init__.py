@@ -18,14 +18,25 @@ from vae_jax.distributions import (
     gaussian_sample,
     standard_normal_log_prob,
 )
-from vae_jax.errors import CheckpointError, ConfigError, DataError, ShapeError, VAEJaxError
-from vae_jax.model import VAE, mlp_vae
-from vae_jax.objectives import ELBOTerms, batch_elbo, elbo, loss
+from vae_jax.errors import (
+    CheckpointError,
+    ConfigError,
+    DamagedCheckpointError,
+    DataError,
+    ShapeError,
+    TrainingDivergedError,
+    VAEJaxError,
+)
+from vae_jax.likelihoods import Likelihood
+from vae_jax.model import VAE, conv_vae, make_vae, mlp_vae
+from vae_jax.objectives import ELBOTerms, batch_elbo, elbo, kl_weight_schedule, loss
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "ELBOTerms", "CheckpointError", "ConfigError", "DataError", "ShapeError", "VAEJaxError",
+    "VAE", "ELBOTerms", "CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError",
+    "ShapeError", "TrainingDivergedError", "VAEJaxError", "Likelihood", "conv_vae", "make_vae",
+    "kl_weight_schedule",
     "batch_elbo", "bernoulli_log_prob", "categorical_kl", "elbo", "gaussian_kl_to_standard_normal",
     "gaussian_log_prob", "gaussian_sample", "loss", "mlp_vae", "standard_normal_log_prob",
 ]

@@ -14,40 +14,45 @@ functions out. Nothing is hidden in the object — parameters are an explicit py
 be closed over or passed as a static argument to `jax.jit`.
 """
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import flax.linen as nn
 
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions, networks
+from vae_jax import likelihoods, networks
 from vae_jax.errors import ConfigError, ShapeError
 
 Params = Any  # a pytree of arrays: {"encoder": ..., "decoder": ...}
 
 
 class VAE(NamedTuple):
-    """A variational autoencoder with a Gaussian encoder and a Bernoulli decoder.
+    """A (variational) autoencoder as pure functions.
 
     Attributes:
       init: ``init(key) -> params``.
       encode: ``encode(params, x) -> (mean, log_variance)``; x has shape (*batch, *input_shape),
-        both outputs (*batch, latent_dim).
+        both outputs (*batch, latent_dim). For the plain autoencoder (``stochastic=False``)
+        log_variance is None and mean is the code itself.
       decode: ``decode(params, z) -> decoded``; z has shape (*batch, latent_dim), decoded
-        (*batch, *input_shape): the parameters of p(x|z) (Bernoulli logits).
+        (*batch, *input_shape): the parameters of p(x|z) (Bernoulli logits, a Gaussian mean, ...).
       log_likelihood: ``log_likelihood(params, x, decoded) -> log p(x|z)`` for *one* example,
-        summed over its pixels (vmap it for a batch).
+        summed over its pixels (vmap it for a batch); see `vae_jax.likelihoods`.
       observation_mean: ``observation_mean(decoded) -> E[x|z]``, the image to show.
       input_shape: the shape of one example, e.g. (28, 28, 1).
       latent_dim: the size of z.
+      stochastic: False for the plain autoencoder: no variance, no sampling, no KL.
     """
 
     init: Callable[[jax.Array], Params]
-    encode: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+    encode: Callable[[Params, jax.Array], tuple[jax.Array, Optional[jax.Array]]]
     decode: Callable[[Params, jax.Array], jax.Array]
     log_likelihood: Callable[[Params, jax.Array, jax.Array], jax.Array]
     observation_mean: Callable[[jax.Array], jax.Array]
     input_shape: tuple[int, ...]
     latent_dim: int
+    stochastic: bool = True
 
 
 def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]) -> None:
@@ -67,30 +72,26 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[int]) -> VAE:
-    """A VAE whose encoder and decoder are MLPs with ReLU hidden layers.
+def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int], latent_dim: int,
+             likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True) -> VAE:
+    """Wraps Flax `encoder` and `decoder` modules and a likelihood into a `VAE`.
 
-    The encoder is x ↦ flatten ↦ hidden_dims ↦ (μ, log σ²); the decoder mirrors it,
-    z ↦ reversed(hidden_dims) ↦ logits of shape `input_shape`. With input_shape=(28, 28, 1),
-    latent_dim=20 and hidden_dims=(400,) this is the 784-400-20 VAE of Kingma & Welling and of the
-    PyTorch example.
+    `encoder(x)` must return (mean, log_variance) — (code, None) when not `stochastic` — and
+    `decoder(z)` the parameters of p(x|z) with shape (*batch, *input_shape). Params are
+    ``{"encoder": ..., "decoder": ...}``, plus ``"likelihood"`` when it has its own (a learned σ).
     """
-    input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
-    latent_dim = _positive_int("latent_dim", latent_dim)
-    hidden_dims = tuple(_positive_int("hidden_dims entries", h) for h in hidden_dims)
-    encoder = networks.MLPGaussianEncoder(hidden_dims, latent_dim, input_rank=len(input_shape))
-    decoder = networks.MLPDecoder(hidden_dims[::-1], input_shape)
+    likelihood = likelihood or likelihoods.bernoulli()
 
     def init(key: jax.Array) -> Params:
         encoder_key, decoder_key = jax.random.split(key)
-        x = jnp.zeros(input_shape, jnp.float32)
-        z = jnp.zeros((latent_dim,), jnp.float32)
-        return {
-            "encoder": encoder.init(encoder_key, x)["params"],
-            "decoder": decoder.init(decoder_key, z)["params"],
+        params = {
+            "encoder": encoder.init(encoder_key, jnp.zeros(input_shape, jnp.float32))["params"],
+            "decoder": decoder.init(decoder_key, jnp.zeros((latent_dim,), jnp.float32))["params"],
         }
+        own = likelihood.init(input_shape)
+        return {**params, "likelihood": own} if own else params
 
-    def encode(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def encode(params: Params, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
         _check_trailing_shape("x", x, input_shape)
         return encoder.apply({"params": params["encoder"]}, x)
 
@@ -98,15 +99,67 @@ def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[i
         _check_trailing_shape("z", z, (latent_dim,))
         return decoder.apply({"params": params["decoder"]}, z)
 
-    def log_likelihood(params: Params, x: jax.Array, logits: jax.Array) -> jax.Array:
-        del params  # the Bernoulli decoder has no likelihood parameters of its own
-        return distributions.bernoulli_log_prob(logits, x)
+    def log_likelihood(params: Params, x: jax.Array, decoded: jax.Array) -> jax.Array:
+        return likelihood.log_prob(params.get("likelihood", {}), x, decoded)
 
-    return VAE(init, encode, decode, log_likelihood, jax.nn.sigmoid, input_shape, latent_dim)
+    return VAE(init, encode, decode, log_likelihood, likelihood.mean, input_shape, latent_dim,
+               stochastic)
+
+
+def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[int],
+            likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True) -> VAE:
+    """A VAE whose encoder and decoder are MLPs with ReLU hidden layers.
+
+    The encoder is x ↦ flatten ↦ hidden_dims ↦ (μ, log σ²); the decoder mirrors it,
+    z ↦ reversed(hidden_dims) ↦ output of shape `input_shape`. With input_shape=(28, 28, 1),
+    latent_dim=20 and hidden_dims=(400,) this is the 784-400-20 VAE of Kingma & Welling and of the
+    PyTorch example. The likelihood defaults to Bernoulli; ``stochastic=False`` gives the plain
+    autoencoder.
+    """
+    input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
+    latent_dim = _positive_int("latent_dim", latent_dim)
+    hidden_dims = tuple(_positive_int("hidden_dims entries", h) for h in hidden_dims)
+    encoder = networks.MLPEncoder(hidden_dims, latent_dim, len(input_shape), stochastic)
+    decoder = networks.MLPDecoder(hidden_dims[::-1], input_shape)
+    return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
+
+
+def conv_vae(input_shape: Sequence[int], latent_dim: int, channels: Sequence[int] = (32, 64),
+             hidden_dim: int = 256, likelihood: Optional[likelihoods.Likelihood] = None,
+             stochastic: bool = True) -> VAE:
+    """A VAE with a convolutional encoder and a transposed-convolutional decoder, for images
+    (H, W, C) whose H and W are divisible by 2^len(channels) (28×28×1 and 32×32×3 with two layers).
+    """
+    input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
+    latent_dim = _positive_int("latent_dim", latent_dim)
+    channels = tuple(_positive_int("conv_channels entries", c) for c in channels)
+    hidden_dim = _positive_int("hidden_dims[0]", hidden_dim)
+    networks.check_conv_shape(input_shape, channels)
+    encoder = networks.ConvEncoder(channels, hidden_dim, latent_dim, stochastic)
+    decoder = networks.ConvDecoder(channels, hidden_dim, input_shape)
+    return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
+
+
+MODELS = ("vae", "ae")
+ARCHITECTURES = ("mlp", "conv")
 
 
 def from_config(config, input_shape: Sequence[int]) -> VAE:
-    """Builds the VAE that `config` (an ml_collections ConfigDict) describes for data of `input_shape`."""
+    """Builds the model that `config` (an ml_collections ConfigDict) describes for data of
+    `input_shape`: `model` (vae or ae), `architecture` (mlp or conv), `likelihood`."""
+    if config.model not in MODELS:
+        raise ConfigError(f"config.model must be one of {MODELS}, got {config.model!r}")
+    likelihood = likelihoods.from_config(config)
+    stochastic = config.model == "vae"
     if config.architecture == "mlp":
-        return mlp_vae(input_shape, config.latent_dim, tuple(config.hidden_dims))
-    raise ConfigError(f"architecture must be one of ('mlp',), got {config.architecture!r}")
+        return mlp_vae(input_shape, config.latent_dim, tuple(config.hidden_dims), likelihood,
+                       stochastic)
+    if config.architecture == "conv":
+        hidden = tuple(config.hidden_dims)
+        if len(hidden) != 1:
+            raise ConfigError("architecture='conv' takes one dense width in config.hidden_dims, "
+                              f"e.g. (256,); got {hidden}")
+        return conv_vae(input_shape, config.latent_dim, tuple(config.conv_channels), hidden[0],
+                        likelihood, stochastic)
+    raise ConfigError(f"config.architecture must be one of {ARCHITECTURES}, got "
+                      f"{config.architecture!r}")

@@ -1,38 +1,47 @@
-"""Flax modules for the encoder and decoder networks.
+"""Flax modules for the encoder and decoder networks: MLPs and convolutional networks.
 
 The modules work on any leading batch shape: an encoder maps inputs of shape (*batch, *input_shape)
-to two arrays of shape (*batch, latent_dim); a decoder maps (*batch, latent_dim) to
-(*batch, *output_shape). Users normally reach them through `vae_jax.model`, which wraps them into
-pure functions over a params pytree.
+to (mean, log_variance), each (*batch, latent_dim) — or to (code, None) when it is deterministic
+(the plain autoencoder); a decoder maps (*batch, latent_dim) to (*batch, *output_shape). Users
+normally reach them through `vae_jax.model`, which wraps them into pure functions over a params
+pytree.
 """
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax.errors import ConfigError
 
-class MLPGaussianEncoder(nn.Module):
-    """x → (μ, log σ²): flatten, `hidden_dims` ReLU layers, then two linear heads."""
+
+def _heads(h: jax.Array, latent_dim: int, stochastic: bool):
+    mean = nn.Dense(latent_dim, name="mean")(h)
+    log_variance = nn.Dense(latent_dim, name="log_variance")(h) if stochastic else None
+    return mean, log_variance
+
+
+class MLPEncoder(nn.Module):
+    """x → (μ, log σ²): flatten, `hidden_dims` ReLU layers, then linear heads (μ alone when not
+    `stochastic`)."""
 
     hidden_dims: Sequence[int]
     latent_dim: int
     input_rank: int  # number of trailing axes that make up one example
+    stochastic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
         h = jnp.reshape(x, x.shape[: x.ndim - self.input_rank] + (-1,))
         for width in self.hidden_dims:
             h = nn.relu(nn.Dense(width)(h))
-        mean = nn.Dense(self.latent_dim, name="mean")(h)
-        log_variance = nn.Dense(self.latent_dim, name="log_variance")(h)
-        return mean, log_variance
+        return _heads(h, self.latent_dim, self.stochastic)
 
 
 class MLPDecoder(nn.Module):
-    """z → logits of shape `output_shape`: `hidden_dims` ReLU layers, then a linear layer."""
+    """z → output of shape `output_shape`: `hidden_dims` ReLU layers, then a linear layer."""
 
     hidden_dims: Sequence[int]
     output_shape: Sequence[int]
@@ -42,5 +51,57 @@ class MLPDecoder(nn.Module):
         h = z
         for width in self.hidden_dims:
             h = nn.relu(nn.Dense(width)(h))
-        logits = nn.Dense(math.prod(self.output_shape), name="logits")(h)
-        return jnp.reshape(logits, z.shape[:-1] + tuple(self.output_shape))
+        out = nn.Dense(math.prod(self.output_shape), name="output")(h)
+        return jnp.reshape(out, z.shape[:-1] + tuple(self.output_shape))
+
+
+def check_conv_shape(image_shape: Sequence[int], channels: Sequence[int]) -> None:
+    """Raises `ConfigError` unless H and W of `image_shape` halve exactly once per conv layer."""
+    factor = 2 ** len(channels)
+    if len(image_shape) != 3 or image_shape[0] % factor or image_shape[1] % factor:
+        raise ConfigError(
+            f"architecture='conv' with conv_channels={tuple(channels)} needs images of shape "
+            f"(H, W, C) with H and W divisible by {factor}; got {tuple(image_shape)}")
+
+
+class ConvEncoder(nn.Module):
+    """x (H, W, C) → (μ, log σ²): stride-2 4×4 ReLU convolutions with `channels`, a ReLU dense
+    layer of `hidden_dim`, then linear heads."""
+
+    channels: Sequence[int]
+    hidden_dim: int
+    latent_dim: int
+    stochastic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
+        batch_shape = x.shape[:-3]
+        h = jnp.reshape(x, (-1,) + x.shape[-3:])
+        for width in self.channels:
+            h = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME")(h))
+        h = jnp.reshape(h, batch_shape + (-1,))
+        h = nn.relu(nn.Dense(self.hidden_dim)(h))
+        return _heads(h, self.latent_dim, self.stochastic)
+
+
+class ConvDecoder(nn.Module):
+    """z → output (H, W, C): a ReLU dense layer of `hidden_dim`, a dense layer reshaped to
+    (H/2ⁿ, W/2ⁿ, channels[-1]), then stride-2 4×4 transposed convolutions back to (H, W, C)."""
+
+    channels: Sequence[int]  # the encoder's, in encoder order
+    hidden_dim: int
+    output_shape: Sequence[int]
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        height, width, out_channels = self.output_shape
+        factor = 2 ** len(self.channels)
+        start = (height // factor, width // factor, self.channels[-1])
+        batch_shape = z.shape[:-1]
+        h = nn.relu(nn.Dense(self.hidden_dim)(jnp.reshape(z, (-1, z.shape[-1]))))
+        h = nn.relu(nn.Dense(math.prod(start))(h)).reshape((-1,) + start)
+        for channels in list(self.channels[-2::-1]):
+            h = nn.relu(nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME")(h))
+        h = nn.ConvTranspose(out_channels, (4, 4), strides=(2, 2), padding="SAME",
+                             name="output")(h)
+        return jnp.reshape(h, batch_shape + tuple(self.output_shape))

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from vae_jax import distributions
 from vae_jax.model import VAE, Params
@@ -41,6 +42,18 @@ class ELBOTerms(NamedTuple):
         return self.reconstruction - self.kl
 
 
+def _reconstruction_and_kl_per_dim(model: VAE, params: Params, x: jax.Array,
+                                   key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(log p(x|z) with z = μ + σ·ε, the KL of each latent dimension (latent_dim,)) for one x."""
+    mean, log_variance = model.encode(params, x)
+    if not model.stochastic:  # plain autoencoder: z is the code itself, and there is no KL
+        return model.log_likelihood(params, x, model.decode(params, mean)), jnp.zeros_like(mean)
+    z = distributions.gaussian_sample(key, mean, log_variance)
+    reconstruction = model.log_likelihood(params, x, model.decode(params, z))
+    kl_per_dim = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
+    return reconstruction, kl_per_dim
+
+
 def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float = 1.0) -> ELBOTerms:
     """Single-sample ELBO terms for *one* example x of shape `model.input_shape`.
 
@@ -49,12 +62,11 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
         kl             = KL(N(μ, σ²) ‖ N(0, I))    (closed form)
         objective      = reconstruction − β·kl
 
-    Differentiable in `params` (reparameterisation); use `batch_elbo` for a batch.
+    Differentiable in `params` (reparameterisation); use `batch_elbo` for a batch. For the plain
+    autoencoder (``model.stochastic`` False) z = μ(x), kl = 0 and `key` is unused.
     """
-    mean, log_variance = model.encode(params, x)
-    z = distributions.gaussian_sample(key, mean, log_variance)
-    reconstruction = model.log_likelihood(params, x, model.decode(params, z))
-    kl = distributions.gaussian_kl_to_standard_normal(mean, log_variance)
+    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x, key)
+    kl = jnp.sum(kl_per_dim)
     return ELBOTerms(reconstruction - beta * kl, reconstruction, kl)
 
 
@@ -68,10 +80,34 @@ def batch_elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array,
     return jax.vmap(elbo, in_axes=(None, None, 0, 0, None))(model, params, x, keys, beta)
 
 
-def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array,
-         beta: float = 1.0) -> tuple[jax.Array, ELBOTerms]:
-    """Training loss −mean_batch(reconstruction − β·kl) and the batch-mean terms (for `jax.grad`
-    with ``has_aux=True``)."""
-    terms = batch_elbo(model, params, x, key, beta)
-    means = jax.tree.map(jnp.mean, terms)
-    return -means.objective, means
+def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array, beta: float = 1.0,
+         free_bits: float = 0.0) -> tuple[jax.Array, ELBOTerms]:
+    """Training loss and the batch-mean ELBO terms (for `jax.grad` with ``has_aux=True``).
+
+        loss = −mean_b[reconstruction_b] + β · Σ_d max(λ, mean_b[KL_{b,d}])
+
+    with λ = `free_bits` nats per latent dimension (Kingma et al. 2016): dimensions whose
+    batch-mean KL is below λ are not pushed further towards the prior. With λ = 0 this is
+    −mean_b(reconstruction − β·kl). The returned terms are the true (unclipped) ones.
+    """
+    keys = jax.random.split(key, x.shape[0])
+    reconstruction, kl_per_dim = jax.vmap(_reconstruction_and_kl_per_dim, (None, None, 0, 0))(
+        model, params, x, keys)
+    mean_reconstruction = jnp.mean(reconstruction)
+    mean_kl_per_dim = jnp.mean(kl_per_dim, axis=0)
+    kl_term = jnp.sum(jnp.maximum(mean_kl_per_dim, free_bits))
+    kl = jnp.sum(mean_kl_per_dim)
+    objective = mean_reconstruction - beta * kl_term
+    return -objective, ELBOTerms(objective, mean_reconstruction, kl)
+
+
+def kl_weight_schedule(beta: float = 1.0, warmup_steps: int = 0) -> optax.Schedule:
+    """The KL weight as an optax schedule: β_t = β·min(1, t / warmup_steps).
+
+    Linear KL warm-up (Bowman et al. 2016; Sønderby et al. 2016) starts training as an
+    autoencoder and brings the KL term in over `warmup_steps` steps; with 0 the weight is β
+    throughout.
+    """
+    if warmup_steps <= 0:
+        return optax.constant_schedule(beta)
+    return optax.linear_schedule(0.0, beta, warmup_steps)

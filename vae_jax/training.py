@@ -9,10 +9,16 @@ first epoch and no batch ever crosses from the host.
 Randomness is a function of (seed, step) alone: the key of step s is ``fold_in(noise_key, s)`` and
 the data order of epoch e is a permutation drawn from ``fold_in(shuffle_key, e)``. A checkpoint
 therefore holds everything a resumed run needs to continue exactly.
+
+Every step also records whether its reconstruction term, KL term and gradient were finite; the host
+reads the first bad step once per jitted call and stops with `TrainingDivergedError` before
+anything of the bad state is evaluated or saved.
 """
 
+import contextlib
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -25,11 +31,12 @@ import numpy as np
 import optax
 
 from vae_jax import checkpointing, configs, data, images, model as model_lib, objectives
-from vae_jax.errors import ConfigError
+from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 REPORTED_TERMS = ("neg_elbo", "reconstruction_loss", "kl")
+CHECKED_TERMS = ("reconstruction", "KL", "gradient")  # the order of `Divergence.terms`
 
 
 class TrainState(NamedTuple):
@@ -39,6 +46,19 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     step: jax.Array  # int32 scalar: optimizer steps taken
     key: jax.Array  # typed PRNG key
+
+
+class Divergence(NamedTuple):
+    """Where a call of `train_steps` first went non-finite.
+
+    Attributes:
+      step: int32, the 1-based optimizer step whose reconstruction term, KL term or gradient was
+        NaN or ±inf first; 0 when every step was finite.
+      terms: bool (3,), which of `CHECKED_TERMS` were not finite at that step.
+    """
+
+    step: jax.Array
+    terms: jax.Array
 
 
 class RunKeys(NamedTuple):
@@ -65,32 +85,47 @@ def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarize: bool) -> ja
     return data.binarize(key, x) if binarize else x
 
 
-def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation, beta: float,
-                     binarize: bool) -> Callable:
-    """Returns ``train_steps(state, images, batch_indices) -> (state, metrics)``, jitted.
+def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
+                     kl_weight: optax.Schedule | float, binarize: bool,
+                     free_bits: float = 0.0) -> Callable:
+    """Returns jitted ``train_steps(state, images, batch_indices) -> (state, metrics, divergence)``.
 
     `images` is the uint8 training set (N, *input_shape) on the device; `batch_indices` is int32
     (num_steps, batch_size), one row of example indices per step. The steps run in one `lax.scan`;
     `metrics` holds the means over those steps of loss (−objective), neg_elbo, reconstruction_loss
-    and kl, in nats per example. The incoming `state` is donated.
+    and kl, in nats per example; `divergence` (a `Divergence`) names the first step whose
+    reconstruction term, KL term or gradient was not finite. Steps after it still run (on NaNs):
+    the caller must discard the state. The incoming `state` is donated.
+
+    Each step minimises `objectives.loss` with β = kl_weight(step) (a schedule, or a constant) and
+    `free_bits` nats per latent dimension.
     """
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_steps(state: TrainState, train_images: jax.Array, batch_indices: jax.Array):
         noise = RunKeys.from_root(state.key).noise
+        first_step = state.step
 
         def step(state: TrainState, indices: jax.Array):
             binarize_key, elbo_key = jax.random.split(jax.random.fold_in(noise, state.step))
             x = prepare_batch(binarize_key, train_images[indices], binarize)
             grad_fn = jax.value_and_grad(objectives.loss, has_aux=True)
-            (loss, means), grads = grad_fn(state.params, vae, x, elbo_key, beta)
+            beta = kl_weight(state.step) if callable(kl_weight) else kl_weight
+            (loss, means), grads = grad_fn(state.params, vae, x, elbo_key, beta, free_bits)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
+            grads_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g))
+                                              for g in jax.tree.leaves(grads)]))
+            nonfinite = ~jnp.stack([jnp.isfinite(means.reconstruction), jnp.isfinite(means.kl),
+                                    grads_finite])
             metrics = {"loss": loss, **reported_terms(means)}
-            return TrainState(params, opt_state, state.step + 1, state.key), metrics
+            return TrainState(params, opt_state, state.step + 1, state.key), (metrics, nonfinite)
 
-        state, metrics = jax.lax.scan(step, state, batch_indices)
-        return state, jax.tree.map(jnp.mean, metrics)
+        state, (metrics, nonfinite) = jax.lax.scan(step, state, batch_indices)
+        bad = jnp.any(nonfinite, axis=1)
+        first = jnp.argmax(bad)
+        divergence = Divergence(jnp.where(bad[first], first_step + first + 1, 0), nonfinite[first])
+        return state, jax.tree.map(jnp.mean, metrics), divergence
 
     return train_steps
 
@@ -155,16 +190,46 @@ def _prepare_workdir(workdir: str) -> None:
         raise ConfigError(f"workdir {workdir!r} is not writable: {error.strerror}") from None
 
 
+def _write_atomically(path: str, text: str) -> None:
+    """Replaces the file at `path` by `text` with one rename: a kill leaves the old or new file."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _metrics_line_step(line: str) -> float:
+    """The step of a metrics line; +inf for a line cut short by a kill."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drops metrics lines written after the checkpoint we resume from (a crash can leave some)."""
+    """Drops the metrics lines of epochs after checkpoint `last_step` (0: no checkpoint), and a
+    last line cut short: a killed run writes them before it checkpoints, and this run redoes
+    those epochs."""
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= last_step]
-    if len(kept) != len(lines):
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(kept)
+        lines = f.readlines()
+    kept = [line for line in lines if _metrics_line_step(line) <= last_step]
+    if kept != lines:
+        _write_atomically(path, "".join(kept))
+
+
+def _check_finite(divergence: Divergence, epoch: int, last_saved: int | None) -> None:
+    """Raises `TrainingDivergedError` when `divergence` (from `train_steps`) names a step."""
+    step, bad = jax.device_get(divergence)
+    if step == 0:
+        return
+    terms = tuple(name for name, flag in zip(CHECKED_TERMS, bad) if flag)
+    kept = ("no checkpoint was written" if last_saved is None
+            else f"the checkpoint at step {last_saved} is kept")
+    raise TrainingDivergedError(
+        f"training diverged at step {step} (epoch {epoch}): non-finite {', '.join(terms)} (NaN or "
+        f"Inf); stopped without saving, {kept}; lower --config.learning_rate, or run with "
+        "--config.debug_nans=True to find the operation", step=int(step), epoch=epoch, terms=terms)
 
 
 def _format_terms(terms: dict[str, float]) -> str:
@@ -180,23 +245,57 @@ def write_pictures(workdir: str, epoch: int, vae: model_lib.VAE, params, test_x:
     os.makedirs(folder, exist_ok=True)
     inputs = test_x[: count * 4]
     mean, _ = vae.encode(params, inputs)
-    recons = jax.nn.sigmoid(vae.decode(params, mean))
+    recons = vae.observation_mean(vae.decode(params, mean))
     rows = [r for i in range(4) for r in (inputs[i * count:(i + 1) * count],
                                           recons[i * count:(i + 1) * count])]
     images.save_grid(os.path.join(folder, f"reconstructions_epoch{epoch:03d}.png"),
                      np.concatenate([np.asarray(r) for r in rows]), columns=count)
     z = jax.random.normal(key, (64, vae.latent_dim))
-    samples = jax.nn.sigmoid(vae.decode(params, z))
+    samples = vae.observation_mean(vae.decode(params, z))
     images.save_grid(os.path.join(folder, f"samples_epoch{epoch:03d}.png"), np.asarray(samples),
                      columns=8)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains the VAE that `config` describes, resuming from the latest checkpoint in `workdir`.
+def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
+            config: ml_collections.ConfigDict, metrics_path: str) -> tuple[TrainState, int | None]:
+    """The state of the newest intact checkpoint (or `state` when there is none) and its step;
+    drops the metrics lines of epochs after that checkpoint."""
+    restored = checkpointer.restore_latest(_to_checkpoint(state), config)
+    last_saved = None
+    if restored is not None:
+        last_saved, tree = restored
+        state = _from_checkpoint(tree, config.prng_impl)
+    _truncate_metrics(metrics_path, last_saved or 0)
+    return state, last_saved
 
-    After every epoch: evaluates the single-sample test ELBO, saves an Orbax checkpoint, appends a
-    line to ``workdir/metrics.jsonl`` and writes picture grids. Returns the last metrics line (or
-    the last checkpoint's step alone when there was nothing left to train).
+
+def _train_epoch(train_steps: Callable, state: TrainState, train_images: jax.Array,
+                 indices: jax.Array, epoch: int, last_saved: int | None, bar):
+    """Runs the steps of `indices` (chunks, steps, batch_size) in one call per chunk, checking each
+    call for non-finite steps; returns the new state and the epoch's mean train metrics."""
+    chunk_metrics = []
+    for chunk_indices in indices:
+        state, metrics, divergence = train_steps(state, train_images, chunk_indices)
+        _check_finite(divergence, epoch, last_saved)
+        chunk_metrics.append(metrics)
+        if bar is not None:
+            bar.update(len(chunk_indices))
+    if bar is not None:
+        bar.close()
+    return state, jax.device_get(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *chunk_metrics))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains the VAE that `config` describes, resuming from the newest intact checkpoint in
+    `workdir` (damaged newer ones are moved aside with a warning: `Checkpointer.restore_latest`).
+
+    Every epoch: trains, stopping with `TrainingDivergedError` when a step's loss or gradient is not
+    finite; evaluates the single-sample test ELBO; appends a line to ``workdir/metrics.jsonl``;
+    writes picture grids; and, every `save_every_epochs` epochs and after the last one, saves an
+    Orbax checkpoint. A resumed run drops the metrics lines of epochs after its checkpoint and
+    redoes those epochs, so a run killed at any moment and started again ends with the files and
+    the bit-identical params of an uninterrupted run. Returns the last metrics line (or the last
+    checkpoint's step alone when there was nothing left to train).
     """
     configs.validate(config)
     _prepare_workdir(workdir)
@@ -211,69 +310,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     optimizer = optax.adam(config.learning_rate)
     root_key = jax.random.key(config.seed, impl=config.prng_impl)
     keys = RunKeys.from_root(root_key)
-    state = create_train_state(vae, optimizer, root_key)
-
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                               config.max_to_keep)
     metrics_path = os.path.join(workdir, METRICS_FILE)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        restored = checkpointer.restore(latest, _to_checkpoint(state), config)
-        state = _from_checkpoint(restored, config.prng_impl)
-        _truncate_metrics(metrics_path, latest)
-        print(f"Resuming from the checkpoint at step {latest} (epoch {latest // steps_per_epoch})"
-              f" in {checkpointer.directory}", flush=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=2))
-    start_epoch = int(state.step) // steps_per_epoch
-    if start_epoch >= config.num_epochs:
-        print(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
-              "to train further).", flush=True)
-        checkpointer.close()
-        return {"step": int(state.step), "epoch": start_epoch}
+    with contextlib.closing(checkpointer):
+        state, last_saved = _resume(checkpointer, create_train_state(vae, optimizer, root_key),
+                                    config, metrics_path)
+        if last_saved is not None:
+            print(f"Resuming from the checkpoint at step {last_saved} (epoch "
+                  f"{last_saved // steps_per_epoch}) in {checkpointer.directory}", flush=True)
+        _write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+        start_epoch = int(state.step) // steps_per_epoch
+        if start_epoch >= config.num_epochs:
+            print(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
+                  "to train further).", flush=True)
+            return {"step": int(state.step), "epoch": start_epoch}
 
-    train_images = jax.device_put(dataset.train_images)
-    test_x = jax.jit(prepare_batch, static_argnums=2)(
-        jax.random.fold_in(keys.eval, 0), jax.device_put(dataset.test_images), config.binarize)
-    train_steps = make_train_steps(vae, optimizer, config.beta, config.binarize)
-    evaluate = make_evaluate(vae)
-    show_progress = config.progress_bar and sys.stderr.isatty()
-    chunks = _progress_chunks(steps_per_epoch, 20) if show_progress else 1
+        train_images = jax.device_put(dataset.train_images)
+        test_x = jax.jit(prepare_batch, static_argnums=2)(
+            jax.random.fold_in(keys.eval, 0), jax.device_put(dataset.test_images),
+            config.binarize)
+        data.check_unit_interval(test_x, f"the {config.dataset!r} test set")
+        kl_weight = objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps)
+        train_steps = make_train_steps(vae, optimizer, kl_weight, config.binarize,
+                                       config.free_bits)
+        evaluate = make_evaluate(vae)
+        show_progress = config.progress_bar and sys.stderr.isatty()
+        chunks = _progress_chunks(steps_per_epoch, 20) if show_progress else 1
 
-    record: dict[str, float] = {}
-    for epoch in range(start_epoch + 1, config.num_epochs + 1):
-        start = time.perf_counter()
-        indices = epoch_batch_indices(keys.shuffle, epoch, num_train, config.batch_size)
-        indices = indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size)
-        bar = _progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress else None
-        chunk_metrics = []
-        for chunk in range(chunks):
-            state, metrics = train_steps(state, train_images, indices[chunk])
-            chunk_metrics.append(metrics)
-            if bar is not None:
-                jax.block_until_ready(metrics)
-                bar.update(steps_per_epoch // chunks)
-        if bar is not None:
-            bar.close()
-        train = jax.device_get(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *chunk_metrics))
-        test = jax.device_get(evaluate(state.params, test_x, jax.random.fold_in(keys.eval, 1)))
-        seconds = time.perf_counter() - start
-        step = int(state.step)
+        record: dict[str, float] = {}
+        for epoch in range(start_epoch + 1, config.num_epochs + 1):
+            start = time.perf_counter()
+            indices = epoch_batch_indices(keys.shuffle, epoch, num_train, config.batch_size)
+            indices = indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size)
+            bar = (_progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress
+                   else None)
+            # debug_nans: jit off too, so that JAX names the operation, not the whole `lax.scan`.
+            with jax.debug_nans(config.debug_nans), jax.disable_jit(config.debug_nans):
+                state, train = _train_epoch(train_steps, state, train_images, indices, epoch,
+                                            last_saved, bar)
+            test = jax.device_get(evaluate(state.params, test_x, jax.random.fold_in(keys.eval, 1)))
+            seconds = time.perf_counter() - start
+            step = int(state.step)
 
-        checkpointer.save(step, _to_checkpoint(state), config)
-        record = {"step": step, "epoch": epoch,
-                  **{f"train_{k}": float(v) for k, v in train.items()},
-                  **{f"test_{k}": float(v) for k, v in test.items()},
-                  "epoch_time_s": round(seconds, 3)}
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        write_pictures(workdir, epoch, vae, state.params, test_x, jax.random.fold_in(keys.eval, 2))
-        print(f"epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  "
-              f"train {_format_terms(train)}  test {_format_terms(test)}  "
-              f"{seconds:6.2f} s ({steps_per_epoch * config.batch_size / seconds:,.0f} ex/s)",
-              flush=True)
-    checkpointer.close()
-    return record
+            # The checkpoint comes last: a run killed before it redoes this epoch, and drops the
+            # metrics line written here (`_resume`).
+            record = {"step": step, "epoch": epoch,
+                      **{f"train_{k}": float(v) for k, v in train.items()},
+                      **{f"test_{k}": float(v) for k, v in test.items()},
+                      "kl_weight": float(kl_weight(step - 1)), "epoch_time_s": round(seconds, 3)}
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            write_pictures(workdir, epoch, vae, state.params, test_x,
+                           jax.random.fold_in(keys.eval, 2))
+            if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
+                checkpointer.save(step, _to_checkpoint(state), config)
+                last_saved = step
+            print(f"epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  "
+                  f"train {_format_terms(train)}  test {_format_terms(test)}  "
+                  f"{seconds:6.2f} s ({steps_per_epoch * config.batch_size / seconds:,.0f} ex/s)",
+                  flush=True)
+        return record
 
 
 def _progress_bar(total: int, epoch: int, num_epochs: int):

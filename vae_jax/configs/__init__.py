@@ -6,6 +6,7 @@ override any field with ``--config.FIELD=value``. `validate` checks every field 
 starts and raises a `ConfigError` naming the field.
 """
 
+import math
 import numbers
 import os
 
@@ -16,13 +17,17 @@ from vae_jax.errors import ConfigError
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
 
-ARCHITECTURES = ("mlp",)
-LIKELIHOODS = ("bernoulli",)
+MODELS = ("vae", "ae")
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian", "mse", "rmse")
+GAUSSIAN_SCALES = ("fixed", "scalar", "per_pixel")
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
-# say how long to train and where data lives, not what is trained.
-RESUMABLE_FIELDS = ("num_epochs", "data_dir", "manual_dir", "max_to_keep", "progress_bar")
+# say how long to train, where data lives and how to save, show or debug the run, not what is
+# trained.
+RESUMABLE_FIELDS = ("num_epochs", "data_dir", "manual_dir", "max_to_keep", "save_every_epochs",
+                    "progress_bar", "debug_nans")
 
 
 def _require(condition: bool, field: str, value, expectation: str) -> None:
@@ -35,7 +40,8 @@ def _is_int(value) -> bool:
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A finite real number (not a bool, NaN or ±inf)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -50,27 +56,36 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config is missing field(s): {', '.join(missing)}")
     _require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
              "a TFDS image dataset name such as 'mnist'")
-    for field in ("num_epochs", "batch_size", "latent_dim"):
+    for field in ("num_epochs", "batch_size", "latent_dim", "max_to_keep", "save_every_epochs"):
         _require(_is_int(config[field]) and config[field] > 0, field, config[field],
                  "a positive integer")
-    _require(_is_int(config.seed) and config.seed >= 0, "seed", config.seed,
-             "a non-negative integer")
-    _require(_is_int(config.max_to_keep) and config.max_to_keep > 0, "max_to_keep",
-             config.max_to_keep, "a positive integer")
+    _require(_is_int(config.seed) and 0 <= config.seed < 2**63, "seed", config.seed,
+             "a non-negative integer below 2**63")
     hidden = config.hidden_dims
     _require(isinstance(hidden, (tuple, list)) and all(_is_int(h) and h > 0 for h in hidden),
              "hidden_dims", hidden, "a tuple of positive integers, e.g. --config.hidden_dims='(400,)'")
     _require(_is_real(config.learning_rate) and config.learning_rate > 0, "learning_rate",
              config.learning_rate, "a positive number")
-    _require(_is_real(config.beta) and config.beta >= 0, "beta", config.beta,
-             "a non-negative number")
-    _require(config.architecture in ARCHITECTURES, "architecture", config.architecture,
-             f"one of {ARCHITECTURES}")
-    _require(config.likelihood in LIKELIHOODS, "likelihood", config.likelihood,
-             f"one of {LIKELIHOODS}")
+    channels = config.conv_channels
+    _require(isinstance(channels, (tuple, list)) and channels
+             and all(_is_int(c) and c > 0 for c in channels),
+             "conv_channels", channels, "a non-empty tuple of positive integers, e.g. '(32, 64)'")
+    for field in ("beta", "alpha", "free_bits"):
+        _require(_is_real(config[field]) and config[field] >= 0, field, config[field],
+                 "a non-negative number")
+    _require(_is_real(config.gaussian_sigma) and config.gaussian_sigma > 0, "gaussian_sigma",
+             config.gaussian_sigma, "a positive number")
+    _require(_is_int(config.kl_warmup_steps) and config.kl_warmup_steps >= 0, "kl_warmup_steps",
+             config.kl_warmup_steps, "a non-negative integer")
+    for field, choices in (("model", MODELS), ("architecture", ARCHITECTURES),
+                           ("likelihood", LIKELIHOODS), ("gaussian_scale", GAUSSIAN_SCALES)):
+        _require(config[field] in choices, field, config[field], f"one of {choices}")
+    _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
+             "one width when architecture='conv', e.g. '(256,)'")
     _require(config.prng_impl in PRNG_IMPLS, "prng_impl", config.prng_impl,
              f"one of {PRNG_IMPLS}")
-    _require(isinstance(config.binarize, bool), "binarize", config.binarize, "True or False")
+    for field in ("binarize", "progress_bar", "debug_nans"):
+        _require(isinstance(config[field], bool), field, config[field], "True or False")
     for field in ("data_dir", "manual_dir"):
         _require(config[field] is None or isinstance(config[field], str), field, config[field],
                  "a folder path or None")

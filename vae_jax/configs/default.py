@@ -15,11 +15,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.manual_dir = config_dict.placeholder(str)  # folder with the original files (offline)
     config.binarize = True  # dynamic binarisation: a fresh Bernoulli draw per use
     # Model.
-    config.architecture = "mlp"
-    config.hidden_dims = (400,)
+    config.model = "vae"  # "vae", or "ae": the plain autoencoder (no variance, sampling or KL)
+    config.architecture = "mlp"  # "mlp" or "conv"
+    config.hidden_dims = (400,)  # MLP widths; for conv, the one dense layer's width
+    config.conv_channels = (32, 64)  # conv only: stride-2 layers; H and W must divide by 2^len
     config.latent_dim = 20
-    config.likelihood = "bernoulli"
+    # Reconstruction term (vae_jax.likelihoods).
+    config.likelihood = "bernoulli"  # "bernoulli", "gaussian", "mse" or "rmse"
+    config.gaussian_scale = "fixed"  # gaussian: "fixed", or learned "scalar" / "per_pixel"
+    config.gaussian_sigma = 1.0  # gaussian: the fixed σ, or the learned σ's initial value
+    config.alpha = 1.0  # mse / rmse: the weight α of the notes' α·RMSE + KL
+    # KL term.
     config.beta = 1.0  # weight of the KL term; 1 gives the ELBO
+    config.kl_warmup_steps = 0  # linear warm-up of the KL weight from 0 to beta over N steps
+    config.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
     # Optimisation.
     config.num_epochs = 10
     config.batch_size = 128
@@ -28,5 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.prng_impl = "threefry2x32"  # jax.random implementation of the training key
     # Checkpoints and output.
     config.max_to_keep = 3
+    config.save_every_epochs = 1  # a checkpoint every N epochs, and after the last one
     config.progress_bar = True  # shown only when stderr is a terminal
+    # Diagnosis.
+    config.debug_nans = False  # jax_debug_nans, jit off: raise at the first op making a NaN (slow)
     return config
