@@ -431,3 +431,14 @@ def test_unwritable_workdir_is_a_clear_error_at_start(make_workdir, reason, tmp_
     workdir = str(make_workdir(tmp_path))
     with pytest.raises(vae_jax.ConfigError, match=f"workdir '{workdir}' is not writable: {reason}"):
         training.train_and_evaluate(small_config(), workdir)
+
+
+def test_a_disk_too_full_for_the_checkpoints_is_a_clear_error_at_start(tmp_path, monkeypatch):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(training.shutil, "disk_usage",
+                        lambda path: usage._replace(free=10 * 2**20))
+    with mocked_mnist():
+        with pytest.raises(vae_jax.ConfigError, match="MiB free but the run needs about"):
+            training.train_and_evaluate(small_config(data_dir=str(tmp_path / "tfds")),
+                                        str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

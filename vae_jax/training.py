@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any, Callable, NamedTuple
@@ -190,6 +191,23 @@ def _prepare_workdir(workdir: str) -> None:
         raise ConfigError(f"workdir {workdir!r} is not writable: {error.strerror}") from None
 
 
+_DISK_MARGIN_BYTES = 64 * 2**20  # metrics, pictures and Orbax's own files
+
+
+def _check_free_space(workdir: str, state: TrainState, max_to_keep: int) -> None:
+    """Raises `ConfigError` at the start when `workdir`'s disk cannot hold `max_to_keep` + 1
+    checkpoints of `state` (Orbax writes a new one before it deletes the oldest)."""
+    checkpoint_bytes = sum(np.dtype(leaf.dtype).itemsize * leaf.size
+                           for leaf in jax.tree.leaves(_to_checkpoint(state)))
+    needed = (max_to_keep + 1) * checkpoint_bytes + _DISK_MARGIN_BYTES
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise ConfigError(
+            f"workdir {workdir!r} has {free / 2**20:.0f} MiB free but the run needs about "
+            f"{needed / 2**20:.0f} MiB ({max_to_keep + 1} checkpoints of "
+            f"{checkpoint_bytes / 2**20:.1f} MiB); free space or lower --config.max_to_keep")
+
+
 def _write_atomically(path: str, text: str) -> None:
     """Replaces the file at `path` by `text` with one rename: a kill leaves the old or new file."""
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -314,8 +332,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                               config.max_to_keep)
     metrics_path = os.path.join(workdir, METRICS_FILE)
     with contextlib.closing(checkpointer):
-        state, last_saved = _resume(checkpointer, create_train_state(vae, optimizer, root_key),
-                                    config, metrics_path)
+        initial_state = create_train_state(vae, optimizer, root_key)
+        _check_free_space(workdir, initial_state, config.max_to_keep)
+        state, last_saved = _resume(checkpointer, initial_state, config, metrics_path)
         if last_saved is not None:
             print(f"Resuming from the checkpoint at step {last_saved} (epoch "
                   f"{last_saved // steps_per_epoch}) in {checkpointer.directory}", flush=True)
