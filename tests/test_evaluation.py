@@ -19,7 +19,8 @@ from hypothesis import given, settings, strategies as st
 
 import vae_jax
 from conftest import REPO
-from vae_jax import checkpointing, configs, distributions, evaluation, iwae, objectives, training
+from mock_train import small_config
+from vae_jax import checkpointing, distributions, evaluation, iwae, objectives, training
 from vae_jax.model import VAE
 
 EVALUATE = str(REPO / "scripts" / "evaluate.py")
@@ -208,13 +209,6 @@ def test_evaluate_report_is_consistent_and_independent_of_batching():
 
 
 # --- evaluate_workdir and scripts/evaluate.py ----------------------------------------------------
-
-def small_config(**overrides):
-    config = configs.get_default()
-    config.update(hidden_dims=(32,), latent_dim=4, batch_size=16, progress_bar=False)
-    config.update(overrides)
-    return config
-
 
 @pytest.fixture(scope="module", name="mocked_run")
 def fixture_mocked_run(tmp_path_factory):

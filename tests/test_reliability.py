@@ -62,7 +62,7 @@ def restore_latest(workdir, config):
                                         jax.random.key(config.seed))
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
     try:
-        return checkpointer.restore_latest(training._to_checkpoint(state), config)
+        return checkpointer.restore_latest(training.to_checkpoint(state), config)
     finally:
         checkpointer.close()
 

@@ -201,7 +201,7 @@ def _checkpoint_template(vae: VAE, config: ml_collections.ConfigDict) -> Any:
     """A tree of the structure, shapes and dtypes that `training` saves for `config`'s run."""
     root_key = jax.random.key(config.seed, impl=config.prng_impl)
     state = training.create_train_state(vae, optax.adam(config.learning_rate), root_key)
-    return training._to_checkpoint(state)  # pylint: disable=protected-access
+    return training.to_checkpoint(state)
 
 
 def _restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VAE,
@@ -209,7 +209,7 @@ def _restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VA
                     saved_config: ml_collections.ConfigDict) -> Params:
     """The params of checkpoint `step`; raises `CheckpointError` when they do not fit `vae`."""
     tree = checkpointer.restore(step, _checkpoint_template(vae, config), saved_config)
-    state = training._from_checkpoint(tree, config.prng_impl)  # pylint: disable=protected-access
+    state = training.from_checkpoint(tree, config.prng_impl)
     return state.params
 
 

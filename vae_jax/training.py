@@ -164,12 +164,14 @@ def create_train_state(vae: model_lib.VAE, optimizer: optax.GradientTransformati
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), root_key)
 
 
-def _to_checkpoint(state: TrainState) -> dict[str, Any]:
+def to_checkpoint(state: TrainState) -> dict[str, Any]:
+    """The pytree a checkpoint stores: the state, with the typed key as its raw key data."""
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
             "key": jax.random.key_data(state.key)}
 
 
-def _from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
+def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
+    """Inverse of `to_checkpoint`; `prng_impl` is the run's `config.prng_impl`."""
     key = jax.random.wrap_key_data(tree["key"], impl=prng_impl)
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
@@ -198,7 +200,7 @@ def _check_free_space(workdir: str, state: TrainState, max_to_keep: int) -> None
     """Raises `ConfigError` at the start when `workdir`'s disk cannot hold `max_to_keep` + 1
     checkpoints of `state` (Orbax writes a new one before it deletes the oldest)."""
     checkpoint_bytes = sum(np.dtype(leaf.dtype).itemsize * leaf.size
-                           for leaf in jax.tree.leaves(_to_checkpoint(state)))
+                           for leaf in jax.tree.leaves(to_checkpoint(state)))
     needed = (max_to_keep + 1) * checkpoint_bytes + _DISK_MARGIN_BYTES
     free = shutil.disk_usage(workdir).free
     if free < needed:
@@ -278,11 +280,11 @@ def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
             config: ml_collections.ConfigDict, metrics_path: str) -> tuple[TrainState, int | None]:
     """The state of the newest intact checkpoint (or `state` when there is none) and its step;
     drops the metrics lines of epochs after that checkpoint."""
-    restored = checkpointer.restore_latest(_to_checkpoint(state), config)
+    restored = checkpointer.restore_latest(to_checkpoint(state), config)
     last_saved = None
     if restored is not None:
         last_saved, tree = restored
-        state = _from_checkpoint(tree, config.prng_impl)
+        state = from_checkpoint(tree, config.prng_impl)
     _truncate_metrics(metrics_path, last_saved or 0)
     return state, last_saved
 
@@ -383,7 +385,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             write_pictures(workdir, epoch, vae, state.params, test_x,
                            jax.random.fold_in(keys.eval, 2))
             if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
-                checkpointer.save(step, _to_checkpoint(state), config)
+                checkpointer.save(step, to_checkpoint(state), config)
                 last_saved = step
             print(f"epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  "
                   f"train {_format_terms(train)}  test {_format_terms(test)}  "
