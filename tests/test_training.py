@@ -114,3 +114,80 @@ def test_epoch_batches_are_a_permutation_that_depends_on_the_epoch():
     assert first.shape == (3, 32)
     assert len(set(first.ravel())) == 96 and first.max() < 100
     assert not np.array_equal(first, second)
+
+
+def _train_steps_result(loop, objective="elbo"):
+    """Params and metrics after 4 steps on synthetic images with the given loop and objective."""
+    vae = vae_jax.mlp_vae((28, 28, 1), latent_dim=4, hidden_dims=(32,))
+    optimizer = training.make_optimizer(small_config(), steps_per_epoch=4)
+    state = training.create_train_state(vae, optimizer, jax.random.key(0))
+    images = jax.random.randint(jax.random.key(1), (64, 28, 28, 1), 0, 256).astype(np.uint8)
+    indices = training.epoch_batch_indices(jax.random.key(2), 1, 64, 16)
+    train_steps = training.make_train_steps(vae, optimizer, 1.0, True, loop=loop,
+                                            objective=objective, iwae_samples=3)
+    state, metrics, divergence = train_steps(state, images, indices)
+    assert int(divergence.step) == 0 and int(state.step) == 4
+    return jax.device_get(state.params), jax.device_get(metrics)
+
+
+def test_step_loop_gives_the_scan_loops_results():
+    scanned_params, scanned_metrics = _train_steps_result("scan")
+    stepped_params, stepped_metrics = _train_steps_result("step")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 scanned_params, stepped_params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
+                 scanned_metrics, stepped_metrics)
+
+
+def test_iwae_objective_trains_with_its_own_loss():
+    params, metrics = _train_steps_result("scan", objective="iwae")
+    elbo_params, _ = _train_steps_result("scan", objective="elbo")
+    assert all(np.isfinite(v) for v in metrics.values())
+    # The importance-weighted loss moves the params elsewhere than the ELBO does.
+    assert not np.allclose(params["decoder"]["output"]["kernel"],
+                           elbo_params["decoder"]["output"]["kernel"])
+
+
+def test_iwae_objective_trains_end_to_end_and_resumes(mock_mnist, tmp_path):
+    config = small_config(data_dir=str(tmp_path / "tfds"), objective="iwae", iwae_samples=3)
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+    config.num_epochs = 2
+    record = training.train_and_evaluate(config, str(tmp_path / "run"))
+    assert record["epoch"] == 2 and np.isfinite(record["test_neg_elbo"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"objective": "iwae", "beta": 2.0}, "config.beta must be 1.0 with objective='iwae'"),
+    ({"objective": "iwae", "free_bits": 0.5}, "config.free_bits must be 0.0 with objective="),
+    ({"objective": "iwae", "model": "ae"}, "config.objective must be 'elbo' for the plain"),
+    ({"objective": "iwae", "iwae_samples": 0}, "config.iwae_samples must be a positive integer"),
+    ({"objective": "vi"}, r"config.objective must be one of \('elbo', 'iwae'\)"),
+    ({"lr_schedule": "linear"}, "config.lr_schedule must be one of"),
+    ({"train_loop": "fast"}, "config.train_loop must be one of"),
+])
+def test_bad_objective_and_schedule_fields_are_named(overrides, message):
+    with pytest.raises(vae_jax.ConfigError, match=message):
+        vae_jax.configs.validate(small_config(**overrides))
+
+
+def test_cosine_schedule_decays_to_zero_and_fixes_num_epochs(mock_mnist, tmp_path):
+    optimizer = training.make_optimizer(small_config(lr_schedule="cosine", num_epochs=2), 4)
+    params = {"w": np.ones(3, np.float32)}
+    state = optimizer.init(params)
+    for _ in range(9):
+        updates, state = optimizer.update({"w": np.ones(3, np.float32)}, state)
+    np.testing.assert_allclose(updates["w"], 0.0, atol=1e-9)  # lr = 0 after 2 epochs of 4 steps
+
+    workdir, data_dir = str(tmp_path / "run"), str(tmp_path / "tfds")
+    training.train_and_evaluate(small_config(data_dir=data_dir, lr_schedule="cosine"), workdir)
+    with pytest.raises(vae_jax.CheckpointError, match="num_epochs"):
+        training.train_and_evaluate(
+            small_config(data_dir=data_dir, lr_schedule="cosine", num_epochs=2), workdir)
+
+
+def test_checkpoint_without_fields_added_later_resumes_as_their_defaults():
+    current = vae_jax.checkpointing.config_to_json(small_config())
+    saved = {k: v for k, v in current.items() if k not in ("objective", "lr_schedule")}
+    assert vae_jax.checkpointing.incompatible_fields(saved, current) == []
+    changed = {**current, "lr_schedule": "cosine"}
+    assert vae_jax.checkpointing.incompatible_fields(saved, changed) == ["lr_schedule"]

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vae_jax.configs import RESUMABLE_FIELDS
+from vae_jax import configs
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 
 
@@ -35,9 +35,12 @@ def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def incompatible_fields(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Fields, other than `RESUMABLE_FIELDS`, whose values differ between two JSON configs."""
-    keys = (set(saved) | set(current)) - set(RESUMABLE_FIELDS)
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    """Fields, other than `configs.resumable_fields`, whose values differ between two JSON
+    configs. A field missing from `saved` (a checkpoint written before the field existed) counts
+    as its default, which keeps the behaviour of the older code."""
+    default = config_to_json(configs.get_default())
+    keys = (set(saved) | set(current)) - set(configs.resumable_fields(current))
+    return sorted(k for k in keys if saved.get(k, default.get(k)) != current.get(k))
 
 
 def state_digest(tree: Any) -> str:
@@ -104,7 +107,7 @@ class Checkpointer:
         """Restores checkpoint `step` into the structure, shapes and dtypes of `template`.
 
         Raises `CheckpointError` naming the differing fields when the checkpoint was written by a
-        run with another configuration (other than `RESUMABLE_FIELDS`), or naming the arrays whose
+        run with another configuration (other than `configs.resumable_fields`), or naming the arrays whose
         shapes differ; raises `DamagedCheckpointError` when its files cannot be read or the
         restored arrays differ from the digest saved with them.
         """

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import checkpointing, configs, data, images, model as model_lib, objectives
+from vae_jax import checkpointing, configs, data, images, iwae, model as model_lib, objectives
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
@@ -86,49 +86,94 @@ def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarize: bool) -> ja
     return data.binarize(key, x) if binarize else x
 
 
+def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: float = 0.0,
+                 iwae_samples: int = 1) -> Callable:
+    """Returns ``loss_fn(params, x, key, beta) -> (loss, ELBOTerms of batch means)`` for `jax.grad`
+    with ``has_aux=True``: `objectives.loss` (the β-weighted ELBO with `free_bits`) when
+    `objective` is "elbo", `iwae.iwae_loss` with K = `iwae_samples` (β unused) when "iwae"."""
+    if objective == "elbo":
+        return lambda params, x, key, beta: objectives.loss(params, vae, x, key, beta, free_bits)
+    if objective == "iwae":
+        return lambda params, x, key, beta: iwae.iwae_loss(params, vae, x, key, iwae_samples)
+    raise ConfigError(f"objective must be one of {configs.OBJECTIVES}, got {objective!r}")
+
+
+def _summarize(first_step: jax.Array, metrics: dict[str, jax.Array],
+               nonfinite: jax.Array) -> tuple[dict[str, jax.Array], Divergence]:
+    """Per-step metrics (num_steps,) and non-finite flags (num_steps, 3) → their means over the
+    steps and the `Divergence` of the first bad step."""
+    bad = jnp.any(nonfinite, axis=1)
+    first = jnp.argmax(bad)
+    divergence = Divergence(jnp.where(bad[first], first_step + first + 1, 0), nonfinite[first])
+    return jax.tree.map(jnp.mean, metrics), divergence
+
+
 def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
                      kl_weight: optax.Schedule | float, binarize: bool,
-                     free_bits: float = 0.0) -> Callable:
-    """Returns jitted ``train_steps(state, images, batch_indices) -> (state, metrics, divergence)``.
+                     free_bits: float = 0.0, loop: str = "scan", objective: str = "elbo",
+                     iwae_samples: int = 1) -> Callable:
+    """Returns ``train_steps(state, images, batch_indices) -> (state, metrics, divergence)``.
 
     `images` is the uint8 training set (N, *input_shape) on the device; `batch_indices` is int32
-    (num_steps, batch_size), one row of example indices per step. The steps run in one `lax.scan`;
-    `metrics` holds the means over those steps of loss (−objective), neg_elbo, reconstruction_loss
-    and kl, in nats per example; `divergence` (a `Divergence`) names the first step whose
-    reconstruction term, KL term or gradient was not finite. Steps after it still run (on NaNs):
-    the caller must discard the state. The incoming `state` is donated.
+    (num_steps, batch_size), one row of example indices per step. `metrics` holds the means over
+    those steps of loss (−objective), neg_elbo, reconstruction_loss and kl, in nats per example;
+    `divergence` (a `Divergence`) names the first step whose reconstruction term, KL term or
+    gradient was not finite. Steps after it still run (on NaNs): the caller must discard the
+    state. The incoming `state` is donated.
 
-    Each step minimises `objectives.loss` with β = kl_weight(step) (a schedule, or a constant) and
-    `free_bits` nats per latent dimension.
+    Each step minimises `make_loss_fn(vae, objective, free_bits, iwae_samples)` with
+    β = kl_weight(step) (a schedule, or a constant).
+
+    `loop` chooses how the steps run: "scan", all of them in one jitted `lax.scan` (one dispatch
+    per call: the fastest for MLPs); or "step", one jitted step per Python iteration (XLA:CPU runs
+    convolutions inside a loop body several times slower than on their own). Both give the same
+    results.
     """
+    loss_fn = make_loss_fn(vae, objective, free_bits, iwae_samples)
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_steps(state: TrainState, train_images: jax.Array, batch_indices: jax.Array):
+    def step(state: TrainState, train_images: jax.Array, indices: jax.Array):
         noise = RunKeys.from_root(state.key).noise
-        first_step = state.step
+        binarize_key, elbo_key = jax.random.split(jax.random.fold_in(noise, state.step))
+        x = prepare_batch(binarize_key, train_images[indices], binarize)
+        beta = kl_weight(state.step) if callable(kl_weight) else kl_weight
+        (loss, means), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, x, elbo_key, beta)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        grads_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g))
+                                          for g in jax.tree.leaves(grads)]))
+        nonfinite = ~jnp.stack([jnp.isfinite(means.reconstruction), jnp.isfinite(means.kl),
+                                grads_finite])
+        metrics = {"loss": loss, **reported_terms(means)}
+        return TrainState(params, opt_state, state.step + 1, state.key), (metrics, nonfinite)
 
-        def step(state: TrainState, indices: jax.Array):
-            binarize_key, elbo_key = jax.random.split(jax.random.fold_in(noise, state.step))
-            x = prepare_batch(binarize_key, train_images[indices], binarize)
-            grad_fn = jax.value_and_grad(objectives.loss, has_aux=True)
-            beta = kl_weight(state.step) if callable(kl_weight) else kl_weight
-            (loss, means), grads = grad_fn(state.params, vae, x, elbo_key, beta, free_bits)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            grads_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g))
-                                              for g in jax.tree.leaves(grads)]))
-            nonfinite = ~jnp.stack([jnp.isfinite(means.reconstruction), jnp.isfinite(means.kl),
-                                    grads_finite])
-            metrics = {"loss": loss, **reported_terms(means)}
-            return TrainState(params, opt_state, state.step + 1, state.key), (metrics, nonfinite)
+    if loop == "scan":
+        @functools.partial(jax.jit, donate_argnums=0)
+        def scanned_steps(state: TrainState, train_images: jax.Array, batch_indices: jax.Array):
+            first_step = state.step
+            state, (metrics, nonfinite) = jax.lax.scan(
+                lambda s, indices: step(s, train_images, indices), state, batch_indices)
+            return (state, *_summarize(first_step, metrics, nonfinite))
 
-        state, (metrics, nonfinite) = jax.lax.scan(step, state, batch_indices)
-        bad = jnp.any(nonfinite, axis=1)
-        first = jnp.argmax(bad)
-        divergence = Divergence(jnp.where(bad[first], first_step + first + 1, 0), nonfinite[first])
-        return state, jax.tree.map(jnp.mean, metrics), divergence
+        return scanned_steps
+    if loop != "step":
+        raise ConfigError(f"train_loop must be one of {configs.TRAIN_LOOPS[1:]} here, got {loop!r}")
 
-    return train_steps
+    jitted_step = jax.jit(lambda state, images, batch_indices, i: step(state, images,
+                                                                       batch_indices[i]),
+                          donate_argnums=0)
+    summarize = jax.jit(lambda first_step, outputs: _summarize(
+        first_step, *jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)))
+
+    def stepped(state: TrainState, train_images: jax.Array, batch_indices: jax.Array):
+        first_step = jnp.copy(state.step)  # `state` is donated to the first step
+        outputs = []
+        for i in range(batch_indices.shape[0]):
+            state, output = jitted_step(state, train_images, batch_indices, i)
+            outputs.append(output)
+        return (state, *summarize(first_step, outputs))
+
+    return stepped
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -156,6 +201,24 @@ def make_evaluate(vae: model_lib.VAE, chunk_size: int = 1000) -> Callable:
         return jax.tree.map(jnp.mean, reported_terms(per_example))
 
     return evaluate
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam with `config.learning_rate`: constant, or (``lr_schedule="cosine"``) decayed along a
+    half cosine to 0 over the run's `num_epochs` · `steps_per_epoch` steps."""
+    if config.lr_schedule == "cosine":
+        return optax.adam(optax.cosine_decay_schedule(config.learning_rate,
+                                                      config.num_epochs * steps_per_epoch))
+    return optax.adam(config.learning_rate)
+
+
+def resolve_train_loop(config: ml_collections.ConfigDict) -> str:
+    """`config.train_loop`, with "auto" made concrete: "step" for convolutional networks on a CPU
+    backend (see `make_train_steps`), "scan" otherwise."""
+    if config.train_loop != "auto":
+        return config.train_loop
+    return "step" if config.architecture == "conv" and jax.default_backend() == "cpu" else "scan"
 
 
 def create_train_state(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
@@ -327,7 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     steps_per_epoch = num_train // config.batch_size
 
     vae = model_lib.from_config(config, dataset.image_shape)
-    optimizer = optax.adam(config.learning_rate)
+    optimizer = make_optimizer(config, steps_per_epoch)
     root_key = jax.random.key(config.seed, impl=config.prng_impl)
     keys = RunKeys.from_root(root_key)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
@@ -354,7 +417,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         data.check_unit_interval(test_x, f"the {config.dataset!r} test set")
         kl_weight = objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps)
         train_steps = make_train_steps(vae, optimizer, kl_weight, config.binarize,
-                                       config.free_bits)
+                                       config.free_bits, resolve_train_loop(config),
+                                       config.objective, config.iwae_samples)
         evaluate = make_evaluate(vae)
         show_progress = config.progress_bar and sys.stderr.isatty()
         chunks = _progress_chunks(steps_per_epoch, 20) if show_progress else 1

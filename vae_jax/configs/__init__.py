@@ -22,12 +22,24 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "mse", "rmse")
 GAUSSIAN_SCALES = ("fixed", "scalar", "per_pixel")
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+OBJECTIVES = ("elbo", "iwae")
+LR_SCHEDULES = ("constant", "cosine")
+TRAIN_LOOPS = ("auto", "scan", "step")
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
-# say how long to train, where data lives and how to save, show or debug the run, not what is
-# trained.
+# say how long to train, where data lives and how to save, show, debug or loop over the run, not
+# what is trained.
 RESUMABLE_FIELDS = ("num_epochs", "data_dir", "manual_dir", "max_to_keep", "save_every_epochs",
-                    "progress_bar", "debug_nans")
+                    "progress_bar", "debug_nans", "train_loop")
+
+
+def resumable_fields(config) -> tuple[str, ...]:
+    """`RESUMABLE_FIELDS` for a run of `config` (a ConfigDict or its JSON dict): without
+    num_epochs when the learning-rate schedule is stretched over num_epochs
+    (``lr_schedule="cosine"``)."""
+    if config.get("lr_schedule", "constant") == "constant":
+        return RESUMABLE_FIELDS
+    return tuple(field for field in RESUMABLE_FIELDS if field != "num_epochs")
 
 
 def _require(condition: bool, field: str, value, expectation: str) -> None:
@@ -56,7 +68,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"config is missing field(s): {', '.join(missing)}")
     _require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
              "a TFDS image dataset name such as 'mnist'")
-    for field in ("num_epochs", "batch_size", "latent_dim", "max_to_keep", "save_every_epochs"):
+    for field in ("num_epochs", "batch_size", "latent_dim", "max_to_keep", "save_every_epochs",
+                  "iwae_samples"):
         _require(_is_int(config[field]) and config[field] > 0, field, config[field],
                  "a positive integer")
     _require(_is_int(config.seed) and 0 <= config.seed < 2**63, "seed", config.seed,
@@ -78,10 +91,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(_is_int(config.kl_warmup_steps) and config.kl_warmup_steps >= 0, "kl_warmup_steps",
              config.kl_warmup_steps, "a non-negative integer")
     for field, choices in (("model", MODELS), ("architecture", ARCHITECTURES),
-                           ("likelihood", LIKELIHOODS), ("gaussian_scale", GAUSSIAN_SCALES)):
+                           ("likelihood", LIKELIHOODS), ("gaussian_scale", GAUSSIAN_SCALES),
+                           ("objective", OBJECTIVES), ("lr_schedule", LR_SCHEDULES),
+                           ("train_loop", TRAIN_LOOPS)):
         _require(config[field] in choices, field, config[field], f"one of {choices}")
     _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
              "one width when architecture='conv', e.g. '(256,)'")
+    if config.objective == "iwae":
+        _require(config.model == "vae", "objective", config.objective,
+                 "'elbo' for the plain autoencoder (model='ae'), which has no posterior to weigh")
+        for field, neutral in (("beta", 1.0), ("kl_warmup_steps", 0), ("free_bits", 0.0)):
+            _require(config[field] == neutral, field, config[field],
+                     f"{neutral} with objective='iwae' (the importance-weighted bound has no KL "
+                     "weight)")
     _require(config.prng_impl in PRNG_IMPLS, "prng_impl", config.prng_impl,
              f"one of {PRNG_IMPLS}")
     for field in ("binarize", "progress_bar", "debug_nans"):

@@ -29,12 +29,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.beta = 1.0  # weight of the KL term; 1 gives the ELBO
     config.kl_warmup_steps = 0  # linear warm-up of the KL weight from 0 to beta over N steps
     config.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
+    # Objective: "elbo" (β, warm-up and free bits above apply), or "iwae": the importance-weighted
+    # bound with iwae_samples samples per example (Burda et al. 2015).
+    config.objective = "elbo"
+    config.iwae_samples = 5
     # Optimisation.
     config.num_epochs = 10
     config.batch_size = 128
     config.learning_rate = 1e-3
+    config.lr_schedule = "constant"  # or "cosine": decay to 0 over num_epochs (fixes num_epochs)
     config.seed = 0
     config.prng_impl = "threefry2x32"  # jax.random implementation of the training key
+    # "scan": each call runs many steps in one lax.scan; "step": one jitted call per step (faster
+    # for conv nets on XLA:CPU); "auto": "step" for conv on CPU, else "scan". Same results.
+    config.train_loop = "auto"
     # Checkpoints and output.
     config.max_to_keep = 3
     config.save_every_epochs = 1  # a checkpoint every N epochs, and after the last one
