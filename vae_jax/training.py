@@ -108,26 +108,17 @@ def _summarize(first_step: jax.Array, metrics: dict[str, jax.Array],
     return jax.tree.map(jnp.mean, metrics), divergence
 
 
-def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
-                     kl_weight: optax.Schedule | float, binarize: bool,
-                     free_bits: float = 0.0, loop: str = "scan", objective: str = "elbo",
-                     iwae_samples: int = 1) -> Callable:
-    """Returns ``train_steps(state, images, batch_indices) -> (state, metrics, divergence)``.
+def make_train_step(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
+                    kl_weight: optax.Schedule | float, binarize: bool, free_bits: float = 0.0,
+                    objective: str = "elbo", iwae_samples: int = 1) -> Callable:
+    """Returns the pure, unjitted ``step(state, images, indices) -> (state, (metrics, nonfinite))``
+    of one optimizer update on the examples ``images[indices]``.
 
-    `images` is the uint8 training set (N, *input_shape) on the device; `batch_indices` is int32
-    (num_steps, batch_size), one row of example indices per step. `metrics` holds the means over
-    those steps of loss (−objective), neg_elbo, reconstruction_loss and kl, in nats per example;
-    `divergence` (a `Divergence`) names the first step whose reconstruction term, KL term or
-    gradient was not finite. Steps after it still run (on NaNs): the caller must discard the
-    state. The incoming `state` is donated.
-
-    Each step minimises `make_loss_fn(vae, objective, free_bits, iwae_samples)` with
-    β = kl_weight(step) (a schedule, or a constant).
-
-    `loop` chooses how the steps run: "scan", all of them in one jitted `lax.scan` (one dispatch
-    per call: the fastest for MLPs); or "step", one jitted step per Python iteration (XLA:CPU runs
-    convolutions inside a loop body several times slower than on their own). Both give the same
-    results.
+    The step draws its binarisation and ε from ``fold_in(noise_key, state.step)``, minimises
+    `make_loss_fn(vae, objective, free_bits, iwae_samples)` with β = kl_weight(step) (a schedule,
+    or a constant), and returns the loss, neg_elbo, reconstruction_loss and kl of the batch, and
+    bool (3,) flags of a non-finite reconstruction term, KL term or gradient (`CHECKED_TERMS`).
+    `make_train_steps` loops it; `vae_jax.sweep` vmaps it over models.
     """
     loss_fn = make_loss_fn(vae, objective, free_bits, iwae_samples)
 
@@ -146,6 +137,30 @@ def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation
                                 grads_finite])
         metrics = {"loss": loss, **reported_terms(means)}
         return TrainState(params, opt_state, state.step + 1, state.key), (metrics, nonfinite)
+
+    return step
+
+
+def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
+                     kl_weight: optax.Schedule | float, binarize: bool,
+                     free_bits: float = 0.0, loop: str = "scan", objective: str = "elbo",
+                     iwae_samples: int = 1) -> Callable:
+    """Returns ``train_steps(state, images, batch_indices) -> (state, metrics, divergence)``.
+
+    `images` is the uint8 training set (N, *input_shape) on the device; `batch_indices` is int32
+    (num_steps, batch_size), one row of example indices per step, each step `make_train_step`.
+    `metrics` holds the means over those steps of loss (−objective), neg_elbo,
+    reconstruction_loss and kl, in nats per example; `divergence` (a `Divergence`) names the first
+    step whose reconstruction term, KL term or gradient was not finite. Steps after it still run
+    (on NaNs): the caller must discard the state. The incoming `state` is donated.
+
+    `loop` chooses how the steps run: "scan", all of them in one jitted `lax.scan` (one dispatch
+    per call: the fastest for MLPs); or "step", one jitted step per Python iteration (XLA:CPU runs
+    convolutions inside a loop body several times slower than on their own). Both give the same
+    results.
+    """
+    step = make_train_step(vae, optimizer, kl_weight, binarize, free_bits, objective,
+                           iwae_samples)
 
     if loop == "scan":
         @functools.partial(jax.jit, donate_argnums=0)
