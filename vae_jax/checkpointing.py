@@ -107,8 +107,8 @@ class Checkpointer:
         """Restores checkpoint `step` into the structure, shapes and dtypes of `template`.
 
         Raises `CheckpointError` naming the differing fields when the checkpoint was written by a
-        run with another configuration (other than `configs.resumable_fields`), or naming the arrays whose
-        shapes differ; raises `DamagedCheckpointError` when its files cannot be read or the
+        run with another configuration (other than `configs.resumable_fields`), or naming the
+        arrays whose shapes differ; raises `DamagedCheckpointError` when its files cannot be read or the
         restored arrays differ from the digest saved with them.
         """
         saved = self._read(step, "its config", self.saved_config, step)

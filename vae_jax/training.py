@@ -236,6 +236,30 @@ def resolve_train_loop(config: ml_collections.ConfigDict) -> str:
     return "step" if config.architecture == "conv" and jax.default_backend() == "cpu" else "scan"
 
 
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+    """A 1-D device mesh, axis "data", over the first `num_devices` of `jax.devices()` (0: all of
+    them, across every process of a multi-host run)."""
+    devices = jax.devices()
+    if num_devices > len(devices):
+        raise ConfigError(f"config.num_devices={num_devices} but JAX sees only {len(devices)} "
+                          f"device(s): {devices}")
+    return jax.sharding.Mesh(np.array(devices[:num_devices or len(devices)]), ("data",))
+
+
+def data_parallel_shardings(mesh: jax.sharding.Mesh):
+    """(replicated, batch-sharded) `NamedSharding`s for data-parallel training on `mesh`.
+
+    Params, optimizer state, keys and the datasets are replicated on every device; the step's
+    example indices (…, batch_size) are split along their last axis, so each device gathers,
+    binarises and differentiates its part of the batch, and XLA sums the gradients across devices
+    (GSPMD). Random draws do not depend on the sharding (`jax_threefry_partitionable`), so a run
+    gives the same results on any number of devices up to the order of float sums.
+    """
+    P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+    return (jax.sharding.NamedSharding(mesh, P()),
+            jax.sharding.NamedSharding(mesh, P(None, None, "data")))
+
+
 def create_train_state(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
                        root_key: jax.Array) -> TrainState:
     params = vae.init(RunKeys.from_root(root_key).init)
@@ -404,6 +428,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           f"{num_train} training examples of {config.dataset!r}")
     steps_per_epoch = num_train // config.batch_size
 
+    mesh = make_mesh(config.num_devices)
+    if config.batch_size % mesh.size:
+        raise ConfigError(f"config.batch_size={config.batch_size} must divide evenly over the "
+                          f"{mesh.size} devices of the data-parallel mesh (or set "
+                          "--config.num_devices)")
+    replicated, batch_sharded = data_parallel_shardings(mesh)
     vae = model_lib.from_config(config, dataset.image_shape)
     optimizer = make_optimizer(config, steps_per_epoch)
     root_key = jax.random.key(config.seed, impl=config.prng_impl)
@@ -419,15 +449,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             print(f"Resuming from the checkpoint at step {last_saved} (epoch "
                   f"{last_saved // steps_per_epoch}) in {checkpointer.directory}", flush=True)
         _write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+        if mesh.size > 1:
+            print(f"Data-parallel over {mesh.size} devices ({mesh.devices.flat[0].platform}): "
+                  f"{config.batch_size // mesh.size} examples per device and step", flush=True)
         start_epoch = int(state.step) // steps_per_epoch
         if start_epoch >= config.num_epochs:
             print(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
                   "to train further).", flush=True)
             return {"step": int(state.step), "epoch": start_epoch}
 
-        train_images = jax.device_put(dataset.train_images)
-        test_x = jax.jit(prepare_batch, static_argnums=2)(
-            jax.random.fold_in(keys.eval, 0), jax.device_put(dataset.test_images),
+        state = jax.device_put(state, replicated)
+        train_images = jax.device_put(dataset.train_images, replicated)
+        test_x = jax.jit(prepare_batch, static_argnums=2, out_shardings=replicated)(
+            jax.random.fold_in(keys.eval, 0), jax.device_put(dataset.test_images, replicated),
             config.binarize)
         data.check_unit_interval(test_x, f"the {config.dataset!r} test set")
         kl_weight = objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps)
@@ -442,7 +476,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
             start = time.perf_counter()
             indices = epoch_batch_indices(keys.shuffle, epoch, num_train, config.batch_size)
-            indices = indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size)
+            indices = jax.device_put(
+                indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size),
+                batch_sharded)
             bar = (_progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress
                    else None)
             # debug_nans: jit off too, so that JAX names the operation, not the whole `lax.scan`.

@@ -27,10 +27,10 @@ LR_SCHEDULES = ("constant", "cosine")
 TRAIN_LOOPS = ("auto", "scan", "step")
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
-# say how long to train, where data lives and how to save, show, debug or loop over the run, not
-# what is trained.
+# say how long to train, where data lives, how to save, show or debug the run, and how and on
+# how many devices it loops, not what is trained.
 RESUMABLE_FIELDS = ("num_epochs", "data_dir", "manual_dir", "max_to_keep", "save_every_epochs",
-                    "progress_bar", "debug_nans", "train_loop")
+                    "progress_bar", "debug_nans", "train_loop", "num_devices")
 
 
 def resumable_fields(config) -> tuple[str, ...]:
@@ -72,6 +72,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                   "iwae_samples"):
         _require(_is_int(config[field]) and config[field] > 0, field, config[field],
                  "a positive integer")
+    _require(_is_int(config.num_devices) and config.num_devices >= 0, "num_devices",
+             config.num_devices, "a non-negative integer (0: every device)")
     _require(_is_int(config.seed) and 0 <= config.seed < 2**63, "seed", config.seed,
              "a non-negative integer below 2**63")
     hidden = config.hidden_dims

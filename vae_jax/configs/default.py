@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     # "scan": each call runs many steps in one lax.scan; "step": one jitted call per step (faster
     # for conv nets on XLA:CPU); "auto": "step" for conv on CPU, else "scan". Same results.
     config.train_loop = "auto"
+    config.num_devices = 0  # data-parallel over the first N devices; 0: all (of every process)
     # Checkpoints and output.
     config.max_to_keep = 3
     config.save_every_epochs = 1  # a checkpoint every N epochs, and after the last one

@@ -1,0 +1,33 @@
+"""Trains `mock_train.small_config` on mocked MNIST once per device count given on the command
+line, in one process with 4 virtual CPU devices, and prints each run's metrics lines as JSON:
+
+    python tests/data_parallel_run.py TMPDIR 1 4
+"""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=4")
+
+import json  # pylint: disable=wrong-import-position
+
+import mock_train  # pylint: disable=wrong-import-position
+from vae_jax import training  # pylint: disable=wrong-import-position
+
+
+def main(tmp: str, device_counts: list[int]) -> None:
+    runs = {}
+    with mock_train.mocked_mnist():
+        for count in device_counts:
+            workdir = os.path.join(tmp, f"devices{count}")
+            config = mock_train.small_config(num_devices=count, num_epochs=3,
+                                             data_dir=os.path.join(tmp, "tfds"))
+            training.train_and_evaluate(config, workdir)
+            with open(os.path.join(workdir, training.METRICS_FILE), encoding="utf-8") as f:
+                runs[count] = [json.loads(line) for line in f]
+    print(json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], [int(n) for n in sys.argv[2:]])
