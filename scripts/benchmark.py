@@ -1,0 +1,137 @@
+"""Training speed of a preset: ``python scripts/benchmark.py [--config=PRESET] [--epochs=N]``.
+
+Trains the preset's model with its optimizer, KL schedule, train loop and device mesh — exactly
+the jitted steps `scripts/train.py` runs — on synthetic uint8 images of the dataset's shape
+(60,000 by default, as MNIST's training split; the cost of a step does not depend on the pixels),
+and reports:
+
+  steady_s_per_epoch   median wall time of the epochs after the first
+  examples_per_s       training examples per second at that pace
+  first_epoch_s        the first epoch, compilation included
+  compile_s            first_epoch_s − steady_s_per_epoch: tracing and compiling
+  peak_memory_mib      peak resident memory of the process (CPU) or peak device memory (GPU/TPU)
+
+as a table and as JSON (``--json=PATH``), with the device it ran on. Per-epoch evaluation,
+pictures and checkpoints are not timed (train.py adds them); nor is data loading. Compare with
+the peer on the same machine, one after the other:
+
+    python scripts/benchmark.py --epochs=4
+    python ../shared/bench/peer_torch_vae.py 4
+"""
+
+import json
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vae_jax.errors import VAEJaxError
+
+_CONFIG = config_flags.DEFINE_config_file("config", "vae_jax/configs/default.py",
+                                          "Preset config file; override fields with --config.X.")
+_EPOCHS = flags.DEFINE_integer("epochs", 4, "Epochs to time (the first includes compilation).")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 60000, "Synthetic training examples.")
+_IMAGE_SHAPE = flags.DEFINE_list("image_shape", ["28", "28", "1"], "H,W,C of the images.")
+_JSON = flags.DEFINE_string("json", None, "Also write the result as JSON to this file.")
+
+
+def peak_memory_mib(device) -> float | None:
+    """Peak device memory in MiB where the backend reports it (GPU, TPU); else the process's peak
+    resident set size (VmHWM), which on CPU is where the arrays live."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ...]) -> dict:
+    """Times `epochs` epochs of the jitted training steps of `config` on synthetic images."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    from vae_jax import configs, model as model_lib, objectives, training  # pylint: disable=C0415
+
+    configs.validate(config)
+    steps_per_epoch = num_examples // config.batch_size
+    mesh = training.make_mesh(config.num_devices)
+    replicated, batch_sharded = training.data_parallel_shardings(mesh)
+    vae = model_lib.from_config(config, image_shape)
+    optimizer = training.make_optimizer(config, steps_per_epoch)
+    root_key = jax.random.key(config.seed, impl=config.prng_impl)
+    state = jax.device_put(training.create_train_state(vae, optimizer, root_key), replicated)
+    images = np.random.default_rng(0).integers(0, 256, (num_examples, *image_shape), np.uint8)
+    images = jax.device_put(images, replicated)
+    loop = training.resolve_train_loop(config)
+    train_steps = training.make_train_steps(
+        vae, optimizer, objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps),
+        config.binarize, config.free_bits, loop, config.objective, config.iwae_samples)
+    shuffle = training.RunKeys.from_root(root_key).shuffle
+
+    def epoch_indices(epoch):
+        indices = training.epoch_batch_indices(shuffle, epoch, num_examples, config.batch_size)
+        return jax.device_put(indices.reshape(1, steps_per_epoch, config.batch_size),
+                              batch_sharded)
+
+    times = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        state, metrics, _ = train_steps(state, images, epoch_indices(epoch)[0])
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+    steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    device = mesh.devices.flat[0]
+    return {
+        "config": {k: config[k] for k in ("architecture", "hidden_dims", "conv_channels",
+                                          "latent_dim", "likelihood", "objective", "batch_size",
+                                          "prng_impl")},
+        "train_loop": loop, "num_examples": num_examples, "image_shape": list(image_shape),
+        "epochs": epochs, "epoch_times_s": [round(t, 3) for t in times],
+        "steady_s_per_epoch": round(steady, 3),
+        "examples_per_s": round(steps_per_epoch * config.batch_size / steady),
+        "first_epoch_s": round(times[0], 3),
+        "compile_s": round(times[0] - steady, 3),
+        "peak_memory_mib": peak_memory_mib(device),
+        "devices": mesh.size, "platform": device.platform, "device_kind": device.device_kind,
+        "host": platform.processor() or platform.machine(), "jax": jax.__version__,
+    }
+
+
+def format_table(result: dict) -> str:
+    rows = [("device", f"{result['devices']} × {result['device_kind']} ({result['platform']})"),
+            ("train loop", result["train_loop"]),
+            ("steady s/epoch", f"{result['steady_s_per_epoch']:.2f}"),
+            ("examples/s", f"{result['examples_per_s']:,}"),
+            ("first epoch s", f"{result['first_epoch_s']:.2f}"),
+            ("compile s", f"{result['compile_s']:.2f}"),
+            ("peak memory MiB", "-" if result["peak_memory_mib"] is None
+             else f"{result['peak_memory_mib']:.0f}")]
+    return "\n".join(f"{name:<18}{value}" for name, value in rows)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        image_shape = tuple(int(n) for n in _IMAGE_SHAPE.value)
+        result = benchmark(_CONFIG.value, _EPOCHS.value, _NUM_EXAMPLES.value, image_shape)
+    except (ValueError, VAEJaxError) as error:
+        sys.exit(f"error: {error}")
+    print(format_table(result), flush=True)
+    if _JSON.value:
+        with open(_JSON.value, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
