@@ -56,21 +56,23 @@ def peak_memory_mib(device) -> float | None:
 
 def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ...]) -> dict:
     """Times `epochs` epochs of the jitted training steps of `config` on synthetic images."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    import jax
+    import numpy as np
 
-    from vae_jax import configs, model as model_lib, objectives, training  # pylint: disable=C0415
+    from vae_jax import configs, distributed, model as model_lib, objectives, training
 
     configs.validate(config)
     steps_per_epoch = num_examples // config.batch_size
-    mesh = training.make_mesh(config.num_devices)
-    replicated, batch_sharded = training.data_parallel_shardings(mesh)
+    mesh = distributed.make_mesh(config.num_devices)
+    replicated, batch_sharded = distributed.data_parallel_shardings(mesh)
     vae = model_lib.from_config(config, image_shape)
     optimizer = training.make_optimizer(config, steps_per_epoch)
     root_key = jax.random.key(config.seed, impl=config.prng_impl)
-    state = jax.device_put(training.create_train_state(vae, optimizer, root_key), replicated)
+    state = distributed.to_global(training.create_train_state(vae, optimizer, root_key),
+                                  replicated)
     images = np.random.default_rng(0).integers(0, 256, (num_examples, *image_shape), np.uint8)
-    images = jax.device_put(images, replicated)
+    images = distributed.to_global(images, replicated)
     loop = training.resolve_train_loop(config)
     train_steps = training.make_train_steps(
         vae, optimizer, objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps),
@@ -79,13 +81,12 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
 
     def epoch_indices(epoch):
         indices = training.epoch_batch_indices(shuffle, epoch, num_examples, config.batch_size)
-        return jax.device_put(indices.reshape(1, steps_per_epoch, config.batch_size),
-                              batch_sharded)
+        return distributed.to_global(np.asarray(indices), batch_sharded)
 
     times = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        state, metrics, _ = train_steps(state, images, epoch_indices(epoch)[0])
+        state, metrics, _ = train_steps(state, images, epoch_indices(epoch))
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]

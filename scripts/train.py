@@ -1,6 +1,10 @@
-"""Train a VAE: ``python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.FIELD=value]``.
+"""Train a VAE: ``python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.X=value]``.
 
 Resumes from the latest checkpoint in DIR. See README.md for the fields and outputs.
+
+Multi-host: start the same command on every host (or process) with ``--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I``, or with ``--distributed`` where the cluster tells JAX (Cloud TPU
+pods, SLURM, Open MPI). Training is then data-parallel over the devices of all processes.
 """
 
 import sys
@@ -13,6 +17,13 @@ from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.",
                                required=True)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: HOST:PORT of process 0's coordinator service.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, 0..N-1.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Multi-host: jax.distributed.initialize() from the cluster's environment.")
 USAGE = "python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.FIELD=value ...]"
 
 
@@ -23,7 +34,8 @@ def _exit_bad_override(error: Exception):
 
 try:  # ml_collections already reads the --config.FIELD overrides here
     _CONFIG = config_flags.DEFINE_config_file(
-        "config", configs.DEFAULT_CONFIG, "Preset config file (default: vae_jax/configs/default.py).",
+        "config", configs.DEFAULT_CONFIG,
+        "Preset config file (default: vae_jax/configs/default.py).",
         lock_config=True)
 except (AttributeError, KeyError, TypeError, ValueError) as error:
     _exit_bad_override(error)
@@ -43,9 +55,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
-    from vae_jax import training  # pylint: disable=import-outside-toplevel
+    from vae_jax import distributed, training  # pylint: disable=import-outside-toplevel
 
     try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               auto=_DISTRIBUTED.value)
         training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except VAEJaxError as error:
         sys.exit(f"error: {error}")

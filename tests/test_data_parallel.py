@@ -12,7 +12,7 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import small_config
-from vae_jax import training
+from vae_jax import distributed
 
 
 def test_four_devices_give_the_loss_curve_of_one(tmp_path):
@@ -32,7 +32,7 @@ def test_four_devices_give_the_loss_curve_of_one(tmp_path):
 
 def test_mesh_of_more_devices_than_exist_is_a_clear_error():
     with pytest.raises(vae_jax.ConfigError, match="config.num_devices=999 but JAX sees only"):
-        training.make_mesh(999)
+        distributed.make_mesh(999)
 
 
 def test_negative_device_count_is_named():

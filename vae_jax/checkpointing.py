@@ -24,8 +24,9 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-from vae_jax import configs
+from vae_jax import configs, distributed
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 
 
@@ -49,7 +50,7 @@ def state_digest(tree: Any) -> str:
     Equal for two trees exactly when they hold bit-identical arrays at the same paths.
     """
     digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(tree)):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(distributed.to_host(tree)):
         array = np.ascontiguousarray(leaf)
         digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
         digest.update(array.tobytes())
@@ -108,8 +109,8 @@ class Checkpointer:
 
         Raises `CheckpointError` naming the differing fields when the checkpoint was written by a
         run with another configuration (other than `configs.resumable_fields`), or naming the
-        arrays whose shapes differ; raises `DamagedCheckpointError` when its files cannot be read or the
-        restored arrays differ from the digest saved with them.
+        arrays whose shapes differ; raises `DamagedCheckpointError` when its files cannot be read
+        or the restored arrays differ from the digest saved with them.
         """
         saved = self._read(step, "its config", self.saved_config, step)
         current = config_to_json(config)
@@ -184,7 +185,10 @@ class Checkpointer:
         while os.path.exists(target):
             count += 1
             target = f"{source}.damaged{count}"
-        os.rename(source, target)
+        if distributed.is_main_process():
+            os.rename(source, target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"move aside checkpoint {step}")
         self._manager.reload()
         return target
 
@@ -192,8 +196,9 @@ class Checkpointer:
         """Compares the saved parameter shapes with `template["params"]`, naming mismatches."""
         saved = self._read(step, "its metadata", self._saved_params, step)
         wanted = dict(jax.tree_util.tree_leaves_with_path(template["params"]))
-        bad = [f"{jax.tree_util.keystr(path)} saved {tuple(saved[path].shape) if path in saved else None}"
-               f" but this model has {tuple(leaf.shape)}"
+        bad = [f"{jax.tree_util.keystr(path)} saved "
+               f"{tuple(saved[path].shape) if path in saved else None} "
+               f"but this model has {tuple(leaf.shape)}"
                for path, leaf in wanted.items()
                if path not in saved or tuple(saved[path].shape) != tuple(leaf.shape)]
         bad += [f"{jax.tree_util.keystr(path)} is saved but not in this model"

@@ -31,7 +31,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import checkpointing, configs, data, images, iwae, model as model_lib, objectives
+from vae_jax import (checkpointing, configs, data, distributed, images, iwae, model as model_lib,
+                     objectives)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
@@ -236,30 +237,6 @@ def resolve_train_loop(config: ml_collections.ConfigDict) -> str:
     return "step" if config.architecture == "conv" and jax.default_backend() == "cpu" else "scan"
 
 
-def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
-    """A 1-D device mesh, axis "data", over the first `num_devices` of `jax.devices()` (0: all of
-    them, across every process of a multi-host run)."""
-    devices = jax.devices()
-    if num_devices > len(devices):
-        raise ConfigError(f"config.num_devices={num_devices} but JAX sees only {len(devices)} "
-                          f"device(s): {devices}")
-    return jax.sharding.Mesh(np.array(devices[:num_devices or len(devices)]), ("data",))
-
-
-def data_parallel_shardings(mesh: jax.sharding.Mesh):
-    """(replicated, batch-sharded) `NamedSharding`s for data-parallel training on `mesh`.
-
-    Params, optimizer state, keys and the datasets are replicated on every device; the step's
-    example indices (…, batch_size) are split along their last axis, so each device gathers,
-    binarises and differentiates its part of the batch, and XLA sums the gradients across devices
-    (GSPMD). Random draws do not depend on the sharding (`jax_threefry_partitionable`), so a run
-    gives the same results on any number of devices up to the order of float sums.
-    """
-    P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
-    return (jax.sharding.NamedSharding(mesh, P()),
-            jax.sharding.NamedSharding(mesh, P(None, None, "data")))
-
-
 def create_train_state(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
                        root_key: jax.Array) -> TrainState:
     params = vae.init(RunKeys.from_root(root_key).init)
@@ -287,7 +264,7 @@ def _progress_chunks(steps: int, wanted: int) -> int:
 def _prepare_workdir(workdir: str) -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test{jax.process_index()}")
         with open(probe, "w", encoding="utf-8") as f:
             f.write("ok")
         os.remove(probe)
@@ -342,7 +319,7 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 def _check_finite(divergence: Divergence, epoch: int, last_saved: int | None) -> None:
     """Raises `TrainingDivergedError` when `divergence` (from `train_steps`) names a step."""
-    step, bad = jax.device_get(divergence)
+    step, bad = distributed.to_host(divergence)
     if step == 0:
         return
     terms = tuple(name for name, flag in zip(CHECKED_TERMS, bad) if flag)
@@ -363,19 +340,21 @@ def write_pictures(workdir: str, epoch: int, vae: model_lib.VAE, params, test_x:
                    key: jax.Array, count: int = 8) -> None:
     """Writes ``images/reconstructions_epochNNN.png`` (inputs in odd rows, reconstruction means
     below them) and ``images/samples_epochNNN.png`` (decoder means of 64 draws from the prior)."""
-    folder = os.path.join(workdir, "images")
-    os.makedirs(folder, exist_ok=True)
     inputs = test_x[: count * 4]
     mean, _ = vae.encode(params, inputs)
     recons = vae.observation_mean(vae.decode(params, mean))
+    z = jax.random.normal(key, (64, vae.latent_dim))
+    samples = vae.observation_mean(vae.decode(params, z))
+    inputs, recons, samples = distributed.to_host((inputs, recons, samples))
+    if not distributed.is_main_process():
+        return
+    folder = os.path.join(workdir, "images")
+    os.makedirs(folder, exist_ok=True)
     rows = [r for i in range(4) for r in (inputs[i * count:(i + 1) * count],
                                           recons[i * count:(i + 1) * count])]
     images.save_grid(os.path.join(folder, f"reconstructions_epoch{epoch:03d}.png"),
-                     np.concatenate([np.asarray(r) for r in rows]), columns=count)
-    z = jax.random.normal(key, (64, vae.latent_dim))
-    samples = vae.observation_mean(vae.decode(params, z))
-    images.save_grid(os.path.join(folder, f"samples_epoch{epoch:03d}.png"), np.asarray(samples),
-                     columns=8)
+                     np.concatenate(rows), columns=count)
+    images.save_grid(os.path.join(folder, f"samples_epoch{epoch:03d}.png"), samples, columns=8)
 
 
 def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
@@ -387,24 +366,29 @@ def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
     if restored is not None:
         last_saved, tree = restored
         state = from_checkpoint(tree, config.prng_impl)
-    _truncate_metrics(metrics_path, last_saved or 0)
+    if distributed.is_main_process():
+        _truncate_metrics(metrics_path, last_saved or 0)
     return state, last_saved
 
 
 def _train_epoch(train_steps: Callable, state: TrainState, train_images: jax.Array,
-                 indices: jax.Array, epoch: int, last_saved: int | None, bar):
-    """Runs the steps of `indices` (chunks, steps, batch_size) in one call per chunk, checking each
-    call for non-finite steps; returns the new state and the epoch's mean train metrics."""
+                 indices: np.ndarray, sharding: jax.sharding.Sharding, epoch: int,
+                 last_saved: int | None, bar):
+    """Runs the steps of `indices` (chunks, steps, batch_size) in one call per chunk, each chunk
+    laid out by `sharding`, checking each call for non-finite steps; returns the new state and the
+    epoch's mean train metrics."""
     chunk_metrics = []
     for chunk_indices in indices:
-        state, metrics, divergence = train_steps(state, train_images, chunk_indices)
+        state, metrics, divergence = train_steps(
+            state, train_images, distributed.to_global(chunk_indices, sharding))
         _check_finite(divergence, epoch, last_saved)
         chunk_metrics.append(metrics)
         if bar is not None:
             bar.update(len(chunk_indices))
     if bar is not None:
         bar.close()
-    return state, jax.device_get(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *chunk_metrics))
+    return state, distributed.to_host(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)),
+                                                   *chunk_metrics))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -428,12 +412,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           f"{num_train} training examples of {config.dataset!r}")
     steps_per_epoch = num_train // config.batch_size
 
-    mesh = make_mesh(config.num_devices)
+    mesh = distributed.make_mesh(config.num_devices)
     if config.batch_size % mesh.size:
         raise ConfigError(f"config.batch_size={config.batch_size} must divide evenly over the "
                           f"{mesh.size} devices of the data-parallel mesh (or set "
                           "--config.num_devices)")
-    replicated, batch_sharded = data_parallel_shardings(mesh)
+    replicated, batch_sharded = distributed.data_parallel_shardings(mesh)
+    main = distributed.is_main_process()
+    log = functools.partial(print, flush=True) if main else lambda *args, **kwargs: None
     vae = model_lib.from_config(config, dataset.image_shape)
     optimizer = make_optimizer(config, steps_per_epoch)
     root_key = jax.random.key(config.seed, impl=config.prng_impl)
@@ -442,28 +428,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                               config.max_to_keep)
     metrics_path = os.path.join(workdir, METRICS_FILE)
     with contextlib.closing(checkpointer):
-        initial_state = create_train_state(vae, optimizer, root_key)
+        initial_state = distributed.to_global(create_train_state(vae, optimizer, root_key),
+                                              replicated)
         _check_free_space(workdir, initial_state, config.max_to_keep)
         state, last_saved = _resume(checkpointer, initial_state, config, metrics_path)
         if last_saved is not None:
-            print(f"Resuming from the checkpoint at step {last_saved} (epoch "
-                  f"{last_saved // steps_per_epoch}) in {checkpointer.directory}", flush=True)
-        _write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+            log(f"Resuming from the checkpoint at step {last_saved} (epoch "
+                f"{last_saved // steps_per_epoch}) in {checkpointer.directory}")
+        if main:
+            _write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
         if mesh.size > 1:
-            print(f"Data-parallel over {mesh.size} devices ({mesh.devices.flat[0].platform}): "
-                  f"{config.batch_size // mesh.size} examples per device and step", flush=True)
-        start_epoch = int(state.step) // steps_per_epoch
+            log(f"Data-parallel over {mesh.size} devices ({mesh.devices.flat[0].platform}"
+                f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''}): "
+                f"{config.batch_size // mesh.size} examples per device and step")
+        start_step = int(distributed.to_host(state.step))
+        start_epoch = start_step // steps_per_epoch
         if start_epoch >= config.num_epochs:
-            print(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
-                  "to train further).", flush=True)
-            return {"step": int(state.step), "epoch": start_epoch}
+            log(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
+                "to train further).")
+            return {"step": start_step, "epoch": start_epoch}
 
-        state = jax.device_put(state, replicated)
-        train_images = jax.device_put(dataset.train_images, replicated)
-        test_x = jax.jit(prepare_batch, static_argnums=2, out_shardings=replicated)(
-            jax.random.fold_in(keys.eval, 0), jax.device_put(dataset.test_images, replicated),
-            config.binarize)
+        train_images = distributed.to_global(dataset.train_images, replicated)
+        test_x = jax.jit(prepare_batch, static_argnums=2)(
+            jax.random.fold_in(keys.eval, 0), dataset.test_images, config.binarize)
         data.check_unit_interval(test_x, f"the {config.dataset!r} test set")
+        test_x = distributed.to_global(test_x, replicated)
+        eval_key, picture_key = distributed.to_global(
+            (jax.random.fold_in(keys.eval, 1), jax.random.fold_in(keys.eval, 2)), replicated)
         kl_weight = objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps)
         train_steps = make_train_steps(vae, optimizer, kl_weight, config.binarize,
                                        config.free_bits, resolve_train_loop(config),
@@ -475,19 +466,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         record: dict[str, float] = {}
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
             start = time.perf_counter()
-            indices = epoch_batch_indices(keys.shuffle, epoch, num_train, config.batch_size)
-            indices = jax.device_put(
-                indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size),
-                batch_sharded)
+            indices = np.asarray(epoch_batch_indices(keys.shuffle, epoch, num_train,
+                                                     config.batch_size))
+            indices = indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size)
             bar = (_progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress
                    else None)
             # debug_nans: jit off too, so that JAX names the operation, not the whole `lax.scan`.
             with jax.debug_nans(config.debug_nans), jax.disable_jit(config.debug_nans):
-                state, train = _train_epoch(train_steps, state, train_images, indices, epoch,
-                                            last_saved, bar)
-            test = jax.device_get(evaluate(state.params, test_x, jax.random.fold_in(keys.eval, 1)))
+                state, train = _train_epoch(train_steps, state, train_images, indices,
+                                            batch_sharded, epoch, last_saved, bar)
+            test = distributed.to_host(evaluate(state.params, test_x, eval_key))
             seconds = time.perf_counter() - start
-            step = int(state.step)
+            step = int(distributed.to_host(state.step))
 
             # The checkpoint comes last: a run killed before it redoes this epoch, and drops the
             # metrics line written here (`_resume`).
@@ -495,17 +485,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       **{f"train_{k}": float(v) for k, v in train.items()},
                       **{f"test_{k}": float(v) for k, v in test.items()},
                       "kl_weight": float(kl_weight(step - 1)), "epoch_time_s": round(seconds, 3)}
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            write_pictures(workdir, epoch, vae, state.params, test_x,
-                           jax.random.fold_in(keys.eval, 2))
+            if main:
+                with open(metrics_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            write_pictures(workdir, epoch, vae, state.params, test_x, picture_key)
             if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
                 checkpointer.save(step, to_checkpoint(state), config)
                 last_saved = step
-            print(f"epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  "
-                  f"train {_format_terms(train)}  test {_format_terms(test)}  "
-                  f"{seconds:6.2f} s ({steps_per_epoch * config.batch_size / seconds:,.0f} ex/s)",
-                  flush=True)
+            log(f"epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  "
+                f"train {_format_terms(train)}  test {_format_terms(test)}  "
+                f"{seconds:6.2f} s ({steps_per_epoch * config.batch_size / seconds:,.0f} ex/s)")
         return record
 
 

@@ -78,7 +78,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "a non-negative integer below 2**63")
     hidden = config.hidden_dims
     _require(isinstance(hidden, (tuple, list)) and all(_is_int(h) and h > 0 for h in hidden),
-             "hidden_dims", hidden, "a tuple of positive integers, e.g. --config.hidden_dims='(400,)'")
+             "hidden_dims", hidden,
+             "a tuple of positive integers, e.g. --config.hidden_dims='(400,)'")
     _require(_is_real(config.learning_rate) and config.learning_rate > 0, "learning_rate",
              config.learning_rate, "a positive number")
     channels = config.conv_channels
