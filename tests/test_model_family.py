@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import likelihoods, model as model_lib, objectives
+from vae_jax import configs, likelihoods, model as model_lib, objectives
 
 X = jnp.array([[0.0, 0.5], [1.0, 0.25]])  # one example of shape (2, 2)
 MEAN = jnp.array([[0.5, 0.5], [0.0, 1.0]])
@@ -133,3 +133,23 @@ def test_free_bits_floor_each_dimensions_batch_mean_kl():
     np.testing.assert_allclose(value3 - value0, 3.0 + 1.0, rtol=1e-5)  # 0 → 3 and 2 → 3
     grads = jax.grad(lambda p: objectives.loss(p, vae, x, key, 1.0, 3.0)[0])(params)
     np.testing.assert_allclose(grads["encoder"]["mean"]["bias"], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_bfloat16_compute_keeps_float32_params_and_outputs_close(architecture):
+    config = configs.get_default()
+    config.update(architecture=architecture, hidden_dims=(64,), latent_dim=4)
+    full = model_lib.from_config(config, (28, 28, 1))
+    config.compute_dtype = "bfloat16"
+    mixed = model_lib.from_config(config, (28, 28, 1))
+    params = full.init(jax.random.key(0))
+    mixed_params = mixed.init(jax.random.key(0))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(mixed_params))
+    x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    for a, b in zip(jax.jit(full.encode)(params, x), jax.jit(mixed.encode)(params, x)):
+        assert b.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, atol=0.05, rtol=0.05)
+    decoded = jax.jit(mixed.decode)(params, jnp.ones((8, 4)))
+    assert decoded.dtype == jnp.float32
+    np.testing.assert_allclose(full.decode(params, jnp.ones((8, 4))), decoded, atol=0.05,
+                               rtol=0.05)

@@ -107,36 +107,39 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
 
 
 def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[int],
-            likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True) -> VAE:
+            likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True,
+            dtype: Any = jnp.float32) -> VAE:
     """A VAE whose encoder and decoder are MLPs with ReLU hidden layers.
 
     The encoder is x ↦ flatten ↦ hidden_dims ↦ (μ, log σ²); the decoder mirrors it,
     z ↦ reversed(hidden_dims) ↦ output of shape `input_shape`. With input_shape=(28, 28, 1),
     latent_dim=20 and hidden_dims=(400,) this is the 784-400-20 VAE of Kingma & Welling and of the
     PyTorch example. The likelihood defaults to Bernoulli; ``stochastic=False`` gives the plain
-    autoencoder.
+    autoencoder; `dtype` is the networks' compute dtype (`vae_jax.networks`: float32 params and
+    outputs either way).
     """
     input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
     latent_dim = _positive_int("latent_dim", latent_dim)
     hidden_dims = tuple(_positive_int("hidden_dims entries", h) for h in hidden_dims)
-    encoder = networks.MLPEncoder(hidden_dims, latent_dim, len(input_shape), stochastic)
-    decoder = networks.MLPDecoder(hidden_dims[::-1], input_shape)
+    encoder = networks.MLPEncoder(hidden_dims, latent_dim, len(input_shape), stochastic, dtype)
+    decoder = networks.MLPDecoder(hidden_dims[::-1], input_shape, dtype)
     return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
 
 
 def conv_vae(input_shape: Sequence[int], latent_dim: int, channels: Sequence[int] = (32, 64),
              hidden_dim: int = 256, likelihood: Optional[likelihoods.Likelihood] = None,
-             stochastic: bool = True) -> VAE:
+             stochastic: bool = True, dtype: Any = jnp.float32) -> VAE:
     """A VAE with a convolutional encoder and a transposed-convolutional decoder, for images
-    (H, W, C) whose H and W are divisible by 2^len(channels) (28×28×1 and 32×32×3 with two layers).
+    (H, W, C) whose H and W are divisible by 2^len(channels) (28×28×1 and 32×32×3 with two layers);
+    `dtype` as in `mlp_vae`.
     """
     input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
     latent_dim = _positive_int("latent_dim", latent_dim)
     channels = tuple(_positive_int("conv_channels entries", c) for c in channels)
     hidden_dim = _positive_int("hidden_dims[0]", hidden_dim)
     networks.check_conv_shape(input_shape, channels)
-    encoder = networks.ConvEncoder(channels, hidden_dim, latent_dim, stochastic)
-    decoder = networks.ConvDecoder(channels, hidden_dim, input_shape)
+    encoder = networks.ConvEncoder(channels, hidden_dim, latent_dim, stochastic, dtype)
+    decoder = networks.ConvDecoder(channels, hidden_dim, input_shape, dtype)
     return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
 
 
@@ -151,15 +154,16 @@ def from_config(config, input_shape: Sequence[int]) -> VAE:
         raise ConfigError(f"config.model must be one of {MODELS}, got {config.model!r}")
     likelihood = likelihoods.from_config(config)
     stochastic = config.model == "vae"
+    dtype = jnp.dtype(config.get("compute_dtype", "float32"))
     if config.architecture == "mlp":
         return mlp_vae(input_shape, config.latent_dim, tuple(config.hidden_dims), likelihood,
-                       stochastic)
+                       stochastic, dtype)
     if config.architecture == "conv":
         hidden = tuple(config.hidden_dims)
         if len(hidden) != 1:
             raise ConfigError("architecture='conv' takes one dense width in config.hidden_dims, "
                               f"e.g. (256,); got {hidden}")
         return conv_vae(input_shape, config.latent_dim, tuple(config.conv_channels), hidden[0],
-                        likelihood, stochastic)
+                        likelihood, stochastic, dtype)
     raise ConfigError(f"config.architecture must be one of {ARCHITECTURES}, got "
                       f"{config.architecture!r}")

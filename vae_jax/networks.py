@@ -5,10 +5,15 @@ to (mean, log_variance), each (*batch, latent_dim) — or to (code, None) when i
 (the plain autoencoder); a decoder maps (*batch, latent_dim) to (*batch, *output_shape). Users
 normally reach them through `vae_jax.model`, which wraps them into pure functions over a params
 pytree.
+
+`dtype` is the dtype the layers compute in; parameters are always float32, and outputs are
+returned as float32. ``dtype=jnp.bfloat16`` runs the matrix products in bfloat16 with float32
+accumulation (mixed precision): several times faster on GPUs, TPUs and CPUs with AMX or
+AVX512-BF16, at the cost of rounding every layer's output to 8 significant bits.
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -21,10 +26,15 @@ from vae_jax.errors import ConfigError
 _KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
-def _heads(h: jax.Array, latent_dim: int, stochastic: bool):
-    mean = nn.Dense(latent_dim, kernel_init=_KERNEL_INIT, name="mean")(h)
-    log_variance = nn.Dense(latent_dim, kernel_init=_KERNEL_INIT, name="log_variance")(h) if stochastic else None
-    return mean, log_variance
+def _dense(features: int, dtype: Any, name: Optional[str] = None) -> nn.Dense:
+    return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=dtype, name=name)
+
+
+def _heads(h: jax.Array, latent_dim: int, stochastic: bool, dtype: Any):
+    mean = _dense(latent_dim, dtype, "mean")(h).astype(jnp.float32)
+    if not stochastic:
+        return mean, None
+    return mean, _dense(latent_dim, dtype, "log_variance")(h).astype(jnp.float32)
 
 
 class MLPEncoder(nn.Module):
@@ -35,13 +45,14 @@ class MLPEncoder(nn.Module):
     latent_dim: int
     input_rank: int  # number of trailing axes that make up one example
     stochastic: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
         h = jnp.reshape(x, x.shape[: x.ndim - self.input_rank] + (-1,))
         for width in self.hidden_dims:
-            h = nn.relu(nn.Dense(width, kernel_init=_KERNEL_INIT)(h))
-        return _heads(h, self.latent_dim, self.stochastic)
+            h = nn.relu(_dense(width, self.dtype)(h))
+        return _heads(h, self.latent_dim, self.stochastic, self.dtype)
 
 
 class MLPDecoder(nn.Module):
@@ -49,13 +60,14 @@ class MLPDecoder(nn.Module):
 
     hidden_dims: Sequence[int]
     output_shape: Sequence[int]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         h = z
         for width in self.hidden_dims:
-            h = nn.relu(nn.Dense(width, kernel_init=_KERNEL_INIT)(h))
-        out = nn.Dense(math.prod(self.output_shape), kernel_init=_KERNEL_INIT, name="output")(h)
+            h = nn.relu(_dense(width, self.dtype)(h))
+        out = _dense(math.prod(self.output_shape), self.dtype, "output")(h).astype(jnp.float32)
         return jnp.reshape(out, z.shape[:-1] + tuple(self.output_shape))
 
 
@@ -76,16 +88,18 @@ class ConvEncoder(nn.Module):
     hidden_dim: int
     latent_dim: int
     stochastic: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
         batch_shape = x.shape[:-3]
         h = jnp.reshape(x, (-1,) + x.shape[-3:])
         for width in self.channels:
-            h = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME")(h))
+            h = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
+                                dtype=self.dtype)(h))
         h = jnp.reshape(h, batch_shape + (-1,))
-        h = nn.relu(nn.Dense(self.hidden_dim)(h))
-        return _heads(h, self.latent_dim, self.stochastic)
+        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(h))
+        return _heads(h, self.latent_dim, self.stochastic, self.dtype)
 
 
 class ConvDecoder(nn.Module):
@@ -95,6 +109,7 @@ class ConvDecoder(nn.Module):
     channels: Sequence[int]  # the encoder's, in encoder order
     hidden_dim: int
     output_shape: Sequence[int]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -102,10 +117,12 @@ class ConvDecoder(nn.Module):
         factor = 2 ** len(self.channels)
         start = (height // factor, width // factor, self.channels[-1])
         batch_shape = z.shape[:-1]
-        h = nn.relu(nn.Dense(self.hidden_dim)(jnp.reshape(z, (-1, z.shape[-1]))))
-        h = nn.relu(nn.Dense(math.prod(start))(h)).reshape((-1,) + start)
+        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(
+            jnp.reshape(z, (-1, z.shape[-1]))))
+        h = nn.relu(nn.Dense(math.prod(start), dtype=self.dtype)(h)).reshape((-1,) + start)
         for channels in list(self.channels[-2::-1]):
-            h = nn.relu(nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME")(h))
+            h = nn.relu(nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME",
+                                         dtype=self.dtype)(h))
         h = nn.ConvTranspose(out_channels, (4, 4), strides=(2, 2), padding="SAME",
-                             name="output")(h)
+                             dtype=self.dtype, name="output")(h).astype(jnp.float32)
         return jnp.reshape(h, batch_shape + tuple(self.output_shape))

@@ -25,6 +25,7 @@ PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 OBJECTIVES = ("elbo", "iwae")
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_LOOPS = ("auto", "scan", "step")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
 # say how long to train, where data lives, how to save, show or debug the run, and how and on
@@ -96,7 +97,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for field, choices in (("model", MODELS), ("architecture", ARCHITECTURES),
                            ("likelihood", LIKELIHOODS), ("gaussian_scale", GAUSSIAN_SCALES),
                            ("objective", OBJECTIVES), ("lr_schedule", LR_SCHEDULES),
-                           ("train_loop", TRAIN_LOOPS)):
+                           ("train_loop", TRAIN_LOOPS), ("compute_dtype", COMPUTE_DTYPES)):
         _require(config[field] in choices, field, config[field], f"one of {choices}")
     _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
              "one width when architecture='conv', e.g. '(256,)'")
