@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 import vae_jax
 from conftest import REPO
 from mock_train import small_config
-from vae_jax import checkpointing, distributions, evaluation, iwae, objectives, training
+from vae_jax import checkpointing, distributions, evaluation, iwae, objectives, runs, training
 from vae_jax.model import VAE
 
 EVALUATE = str(REPO / "scripts" / "evaluate.py")
@@ -274,8 +274,7 @@ def test_script_rejects_a_checkpoint_of_another_model(mocked_run, tmp_path):
     other = vae_jax.mlp_vae((28, 28, 1), latent_dim=4, hidden_dims=(8,))
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
     saved = checkpointer.saved_config(8)
-    template = evaluation._checkpoint_template(  # pylint: disable=protected-access
-        other, evaluation._model_config(saved))  # pylint: disable=protected-access
+    template = runs.checkpoint_template(other, runs.model_config(saved))
     checkpointer.save(12, template, ml_collections.ConfigDict(saved))
     checkpointer.close()
     assert_one_line_error(run_evaluate(f"--workdir={workdir}", "--num_samples=2", mocked=True),

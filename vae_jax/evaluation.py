@@ -25,7 +25,6 @@ uses the keys ``fold_in(fold_in(key, i), n)`` (i = 0 for the ELBO, 1 for the IWA
 result depends on `key` alone — not on the batch size, the chunk size or the padding.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -35,14 +34,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from vae_jax import checkpointing, configs, data, distributions, iwae
-from vae_jax import model as model_lib, objectives, training
-from vae_jax.errors import CheckpointError, ConfigError
+from vae_jax import data, distributions, iwae, objectives, runs
+from vae_jax.errors import ConfigError
 from vae_jax.model import VAE, Params
 
 EVAL_FILE = "eval.json"
@@ -194,40 +190,6 @@ def summarize(per_example: dict[str, np.ndarray], input_shape: tuple[int, ...], 
     return report
 
 
-# --- Restoring a run of scripts/train.py. The checkpoint layout is `training`'s: only the two
-# --- functions below know it.
-
-def _checkpoint_template(vae: VAE, config: ml_collections.ConfigDict) -> Any:
-    """A tree of the structure, shapes and dtypes that `training` saves for `config`'s run."""
-    root_key = jax.random.key(config.seed, impl=config.prng_impl)
-    state = training.create_train_state(vae, optax.adam(config.learning_rate), root_key)
-    return training.to_checkpoint(state)
-
-
-def _restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VAE,
-                    config: ml_collections.ConfigDict,
-                    saved_config: ml_collections.ConfigDict) -> Params:
-    """The params of checkpoint `step`; raises `CheckpointError` when they do not fit `vae`."""
-    tree = checkpointer.restore(step, _checkpoint_template(vae, config), saved_config)
-    state = training.from_checkpoint(tree, config.prng_impl)
-    return state.params
-
-
-def checkpoint_steps(workdir: str) -> list[int]:
-    """The steps of the checkpoints in ``workdir/checkpoints`` (one folder per step), sorted."""
-    folder = os.path.join(workdir, training.CHECKPOINT_DIR)
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(int(name) for name in names if name.isdigit())
-
-
-def _model_config(saved: dict[str, Any]) -> ml_collections.ConfigDict:
-    """The checkpoint's JSON config over today's defaults (fields added since keep their
-    defaults), JSON lists back to tuples."""
-    config = configs.get_default().to_dict()
-    config.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    return ml_collections.ConfigDict(config)
-
-
 def evaluate_workdir(workdir: str, step: int | None = None,
                      num_samples: int = DEFAULT_NUM_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
                      seed: int = 0, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
@@ -253,35 +215,12 @@ def evaluate_workdir(workdir: str, step: int | None = None,
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
-    if not os.path.isdir(workdir):
-        raise CheckpointError(f"workdir {workdir!r} does not exist")
-    steps = checkpoint_steps(workdir)
-    if not steps:
-        raise CheckpointError(f"no checkpoint in {os.path.join(workdir, training.CHECKPOINT_DIR)}"
-                              f": train first with scripts/train.py --workdir={workdir}")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise CheckpointError(f"no checkpoint at step {step} in {workdir}; it holds steps "
-                              + ", ".join(map(str, steps)))
-
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
-    with contextlib.closing(checkpointer):
-        try:
-            saved = checkpointer.saved_config(step)
-        except Exception as error:  # pylint: disable=broad-exception-caught
-            # Orbax reports a missing or unreadable item with bare Exceptions, among others.
-            raise CheckpointError(f"cannot read the config of checkpoint {step} in {workdir} "
-                                  f"({type(error).__name__})") from error
-        config = _model_config(saved)
-        if config.likelihood in _NOT_DENSITIES:
-            raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
-                              "log-density, so there is no ELBO or log-likelihood to evaluate")
-        dataset = data.load_image_dataset(config.dataset, data_dir or config.data_dir,
-                                          manual_dir or config.manual_dir)
-        vae = model_lib.from_config(config, dataset.image_shape)
-        params = _restore_params(checkpointer, step, vae, config,
-                                 ml_collections.ConfigDict(saved))
+    step, config = runs.load_config(workdir, step)
+    if config.likelihood in _NOT_DENSITIES:
+        raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
+                          "log-density, so there is no ELBO or log-likelihood to evaluate")
+    run = runs.load_run(workdir, step, data_dir, manual_dir)
+    config, dataset, vae, params = run.config, run.dataset, run.vae, run.params
 
     root = jax.random.key(seed)
     x = data.to_unit_interval(jax.device_put(dataset.test_images))
@@ -290,9 +229,7 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     data.check_unit_interval(x, f"the {config.dataset!r} test set")
     report = evaluate(vae, params, x, jax.random.fold_in(root, 1), num_samples, batch_size,
                       chunk_size, progress)
-    steps_per_epoch = len(dataset.train_images) // config.batch_size
-    report = {"workdir": os.path.abspath(workdir), "step": step,
-              "epoch": step // steps_per_epoch if steps_per_epoch else None,
+    report = {"workdir": os.path.abspath(workdir), "step": step, "epoch": run.epoch,
               "dataset": config.dataset, "binarized": bool(config.binarize), "seed": seed,
               **report}
     path = os.path.join(workdir, EVAL_FILE)

@@ -1,0 +1,52 @@
+"""Pictures of a run: ``python scripts/visualize.py --workdir=DIR [--step=N] [--out=DIR/plots]``.
+
+Restores the latest (or `--step`) checkpoint of a `scripts/train.py` run in DIR with its dataset
+and writes PNGs to `--out`: reconstructions, prior samples (VAEs only: a plain autoencoder has no
+prior), the latent scatter coloured by label (the top two principal axes when the latent space has
+more than two dimensions), the manifold grid (2-D latent spaces only), interpolations, traversals,
+training curves and the rate–distortion path over the epochs (VAEs only). See
+`vae_jax.plots.visualize_run` for what each shows.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from vae_jax.errors import VAEJaxError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to draw (default: the latest).")
+_OUT = flags.DEFINE_string("out", None, "Folder for the PNG files (default: WORKDIR/plots).")
+_SEED = flags.DEFINE_integer("seed", 0, "Fixes the test set's binarisation and the prior samples.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
+                                  "Folder with the original files (default: the run's).")
+USAGE = "python scripts/visualize.py --workdir=DIR [--step=N] [--out=FOLDER] [--seed=S]"
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with bad flags reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"error: {error}\nUsage: {USAGE}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+    from vae_jax import plots  # pylint: disable=import-outside-toplevel
+
+    try:
+        written = plots.visualize_workdir(_WORKDIR.value, step=_STEP.value, out_dir=_OUT.value,
+                                          data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
+                                          seed=_SEED.value)
+    except VAEJaxError as error:
+        sys.exit(f"error: {error}")
+    for name, result in written.items():
+        print(f"{name:16s} {result}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
