@@ -10,9 +10,8 @@ pods, SLURM, Open MPI). Training is then data-parallel over the devices of all p
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from vae_jax import configs
+from vae_jax import cli
 from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.",
@@ -27,28 +26,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 USAGE = "python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.FIELD=value ...]"
 
 
-def _exit_bad_override(error: Exception):
-    message = str(error).strip("'\"").replace("\\'", "'").replace("\\n", " ")
-    sys.exit(f"error: bad --config override: {message}\nUsage: {USAGE}")
-
-
-try:  # ml_collections already reads the --config.FIELD overrides here
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", configs.DEFAULT_CONFIG,
-        "Preset config file (default: vae_jax/configs/default.py).",
-        lock_config=True)
-except (AttributeError, KeyError, TypeError, ValueError) as error:
-    _exit_bad_override(error)
-
-
-def parse_flags(argv):
-    """absl's flag parsing, with bad ``--config.FIELD`` overrides reported in one line."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        sys.exit(f"error: {error}\nUsage: {USAGE}")
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-        _exit_bad_override(error)
+_CONFIG = cli.define_config_flag(USAGE)
 
 
 def main(argv):
@@ -66,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.flags_parser(USAGE))

@@ -48,6 +48,12 @@ class Likelihood(NamedTuple):
     mean: Callable[[jax.Array], jax.Array]
 
 
+def _is_traced(value) -> bool:
+    """True for a value only known inside a transformation (e.g. a hyperparameter vmapped by
+    `vae_jax.sweep`): its range cannot be checked here, and it must stay a JAX value."""
+    return isinstance(value, jax.core.Tracer)
+
+
 def _require_float(x: jax.Array) -> None:
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         raise ShapeError(f"x must be floating-point data, got dtype {jnp.result_type(x)}; scale "
@@ -72,12 +78,16 @@ def bernoulli() -> Likelihood:
 
 def gaussian(scale: str = "fixed", sigma: float = 1.0) -> Likelihood:
     """p(x|z) = Π N(xᵢ; μᵢ, s²) with s = `sigma` fixed, or learned from `sigma` as one scalar or
-    one value per pixel; `decoded` is the mean μ."""
+    one value per pixel; `decoded` is the mean μ. `sigma` may be a traced value (a swept
+    hyperparameter); its range is then the caller's to check."""
     if scale not in GAUSSIAN_SCALES:
         raise ConfigError(f"config.gaussian_scale must be one of {GAUSSIAN_SCALES}, got {scale!r}")
-    if not sigma > 0:
+    if _is_traced(sigma):
+        log_sigma = jnp.log(sigma)
+    elif not sigma > 0:
         raise ConfigError(f"config.gaussian_sigma must be positive, got {sigma!r}")
-    log_sigma = math.log(sigma)
+    else:
+        log_sigma = math.log(sigma)
 
     def init(input_shape):
         if scale == "fixed":
@@ -95,8 +105,10 @@ def gaussian(scale: str = "fixed", sigma: float = 1.0) -> Likelihood:
 
 
 def squared_error(alpha: float = 1.0, root: bool = False) -> Likelihood:
-    """The notes' reconstruction term −α·MSE (or −α·RMSE with `root`), x̂ = sigmoid(decoded)."""
-    if not alpha >= 0:
+    """The notes' reconstruction term −α·MSE (or −α·RMSE with `root`), x̂ = sigmoid(decoded).
+    `alpha` may be a traced value (a swept hyperparameter); its range is then the caller's to
+    check."""
+    if not _is_traced(alpha) and not alpha >= 0:
         raise ConfigError(f"config.alpha must be non-negative, got {alpha!r}")
 
     def log_prob(params, x, logits):

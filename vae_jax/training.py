@@ -261,7 +261,8 @@ def _progress_chunks(steps: int, wanted: int) -> int:
     return min(divisors, key=lambda d: abs(d - wanted))
 
 
-def _prepare_workdir(workdir: str) -> None:
+def prepare_workdir(workdir: str) -> None:
+    """Creates `workdir`; raises `ConfigError` when it cannot be written."""
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_test{jax.process_index()}")
@@ -275,11 +276,11 @@ def _prepare_workdir(workdir: str) -> None:
 _DISK_MARGIN_BYTES = 64 * 2**20  # metrics, pictures and Orbax's own files
 
 
-def _check_free_space(workdir: str, state: TrainState, max_to_keep: int) -> None:
+def check_free_space(workdir: str, tree: Any, max_to_keep: int) -> None:
     """Raises `ConfigError` at the start when `workdir`'s disk cannot hold `max_to_keep` + 1
-    checkpoints of `state` (Orbax writes a new one before it deletes the oldest)."""
+    checkpoints of the arrays of `tree` (Orbax writes a new one before it deletes the oldest)."""
     checkpoint_bytes = sum(np.dtype(leaf.dtype).itemsize * leaf.size
-                           for leaf in jax.tree.leaves(to_checkpoint(state)))
+                           for leaf in jax.tree.leaves(tree))
     needed = (max_to_keep + 1) * checkpoint_bytes + _DISK_MARGIN_BYTES
     free = shutil.disk_usage(workdir).free
     if free < needed:
@@ -289,7 +290,7 @@ def _check_free_space(workdir: str, state: TrainState, max_to_keep: int) -> None
             f"{checkpoint_bytes / 2**20:.1f} MiB); free space or lower --config.max_to_keep")
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str) -> None:
     """Replaces the file at `path` by `text` with one rename: a kill leaves the old or new file."""
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
@@ -304,7 +305,7 @@ def _metrics_line_step(line: str) -> float:
         return math.inf
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
+def truncate_metrics(path: str, last_step: int) -> None:
     """Drops the metrics lines of epochs after checkpoint `last_step` (0: no checkpoint), and a
     last line cut short: a killed run writes them before it checkpoints, and this run redoes
     those epochs."""
@@ -314,7 +315,7 @@ def _truncate_metrics(path: str, last_step: int) -> None:
         lines = f.readlines()
     kept = [line for line in lines if _metrics_line_step(line) <= last_step]
     if kept != lines:
-        _write_atomically(path, "".join(kept))
+        write_atomically(path, "".join(kept))
 
 
 def _check_finite(divergence: Divergence, epoch: int, last_saved: int | None) -> None:
@@ -367,7 +368,7 @@ def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
         last_saved, tree = restored
         state = from_checkpoint(tree, config.prng_impl)
     if distributed.is_main_process():
-        _truncate_metrics(metrics_path, last_saved or 0)
+        truncate_metrics(metrics_path, last_saved or 0)
     return state, last_saved
 
 
@@ -391,6 +392,17 @@ def _train_epoch(train_steps: Callable, state: TrainState, train_images: jax.Arr
                                                    *chunk_metrics))
 
 
+def load_training_data(config: ml_collections.ConfigDict) -> tuple[data.ImageDataset, int]:
+    """The dataset `config` names and its steps per epoch (the last incomplete batch dropped);
+    raises `ConfigError` when one batch is larger than the training split."""
+    dataset = data.load_image_dataset(config.dataset, config.data_dir, config.manual_dir)
+    num_train = len(dataset.train_images)
+    if config.batch_size > num_train:
+        raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
+                          f"{num_train} training examples of {config.dataset!r}")
+    return dataset, num_train // config.batch_size
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains the VAE that `config` describes, resuming from the newest intact checkpoint in
     `workdir` (damaged newer ones are moved aside with a warning: `Checkpointer.restore_latest`).
@@ -404,13 +416,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoint's step alone when there was nothing left to train).
     """
     configs.validate(config)
-    _prepare_workdir(workdir)
-    dataset = data.load_image_dataset(config.dataset, config.data_dir, config.manual_dir)
+    prepare_workdir(workdir)
+    dataset, steps_per_epoch = load_training_data(config)
     num_train = len(dataset.train_images)
-    if config.batch_size > num_train:
-        raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
-                          f"{num_train} training examples of {config.dataset!r}")
-    steps_per_epoch = num_train // config.batch_size
 
     mesh = distributed.make_mesh(config.num_devices)
     if config.batch_size % mesh.size:
@@ -430,13 +438,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with contextlib.closing(checkpointer):
         initial_state = distributed.to_global(create_train_state(vae, optimizer, root_key),
                                               replicated)
-        _check_free_space(workdir, initial_state, config.max_to_keep)
+        check_free_space(workdir, to_checkpoint(initial_state), config.max_to_keep)
         state, last_saved = _resume(checkpointer, initial_state, config, metrics_path)
         if last_saved is not None:
             log(f"Resuming from the checkpoint at step {last_saved} (epoch "
                 f"{last_saved // steps_per_epoch}) in {checkpointer.directory}")
         if main:
-            _write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+            write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
         if mesh.size > 1:
             log(f"Data-parallel over {mesh.size} devices ({mesh.devices.flat[0].platform}"
                 f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''}): "
