@@ -54,6 +54,11 @@ def peak_memory_mib(device) -> float | None:
     return None
 
 
+def _significant(seconds: float) -> float:
+    """`seconds` to 4 significant digits (a tiny test epoch keeps its precision)."""
+    return float(f"{seconds:.4g}")
+
+
 def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ...]) -> dict:
     """Times `epochs` epochs of the jitted training steps of `config` on synthetic images."""
     # pylint: disable=import-outside-toplevel
@@ -96,11 +101,11 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
                                           "latent_dim", "likelihood", "objective", "batch_size",
                                           "prng_impl")},
         "train_loop": loop, "num_examples": num_examples, "image_shape": list(image_shape),
-        "epochs": epochs, "epoch_times_s": [round(t, 3) for t in times],
-        "steady_s_per_epoch": round(steady, 3),
+        "epochs": epochs, "epoch_times_s": [_significant(t) for t in times],
+        "steady_s_per_epoch": _significant(steady),
         "examples_per_s": round(steps_per_epoch * config.batch_size / steady),
-        "first_epoch_s": round(times[0], 3),
-        "compile_s": round(times[0] - steady, 3),
+        "first_epoch_s": _significant(times[0]),
+        "compile_s": _significant(times[0] - steady),
         "peak_memory_mib": peak_memory_mib(device),
         "devices": mesh.size, "platform": device.platform, "device_kind": device.device_kind,
         "host": platform.processor() or platform.machine(), "jax": jax.__version__,
