@@ -11,6 +11,7 @@ import sys
 
 from absl import app, flags, logging
 
+from vae_jax import cli
 from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
@@ -21,19 +22,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Test examples per jitted 
 _CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 20,
                                    "Importance samples per scan step (memory ∝ batch × chunk).")
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the test set's binarisation and every sample.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
-                                  "Folder with the original files (default: the run's).")
+_DATA_DIR, _MANUAL_DIR = cli.define_data_dir_flags()
 _JSON = flags.DEFINE_bool("json", False, "Print the report as JSON instead of a table.")
 USAGE = "python scripts/evaluate.py --workdir=DIR [--step=N] [--num_samples=K] [--seed=S]"
-
-
-def parse_flags(argv):
-    """absl's flag parsing, with bad flags reported in one line."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        sys.exit(f"error: {error}\nUsage: {USAGE}")
 
 
 def main(argv):
@@ -54,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.flags_parser(USAGE))

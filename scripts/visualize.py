@@ -12,24 +12,15 @@ import sys
 
 from absl import app, flags, logging
 
+from vae_jax import cli
 from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to draw (default: the latest).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG files (default: WORKDIR/plots).")
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the test set's binarisation and the prior samples.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
-                                  "Folder with the original files (default: the run's).")
+_DATA_DIR, _MANUAL_DIR = cli.define_data_dir_flags()
 USAGE = "python scripts/visualize.py --workdir=DIR [--step=N] [--out=FOLDER] [--seed=S]"
-
-
-def parse_flags(argv):
-    """absl's flag parsing, with bad flags reported in one line."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        sys.exit(f"error: {error}\nUsage: {USAGE}")
 
 
 def main(argv):
@@ -49,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.flags_parser(USAGE))

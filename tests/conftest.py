@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import subprocess
 
 import pytest
 
@@ -18,3 +19,12 @@ def real_data_dir(name: str) -> pathlib.Path:
             pytest.fail(message + " (CI is set: real-data tests must run)")
         pytest.skip(message)
     return folder
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """A script run that failed with exit status 1 and one last stderr line ``error: …``
+    containing `message`, and no traceback."""
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from hypothesis import given, settings, strategies as st
 
 import vae_jax
-from conftest import REPO
+from conftest import REPO, assert_one_line_error
 from mock_train import small_config
 from vae_jax import checkpointing, distributions, evaluation, iwae, objectives, runs, training
 from vae_jax.model import VAE
@@ -247,13 +247,6 @@ def run_evaluate(*args, mocked=False):
     else:
         command = [sys.executable, EVALUATE, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-
-
-def assert_one_line_error(result, message):
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, last
 
 
 def test_script_rejects_a_workdir_without_checkpoints(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from conftest import REPO
+from conftest import REPO, assert_one_line_error
 from mock_train import NUM_EXAMPLES, mocked_mnist, small_config
 from test_plots import assert_png
 from vae_jax import plots, runs, training
@@ -89,13 +89,6 @@ def test_visualize_a_2d_autoencoder_draws_the_manifold_but_no_samples(mocked_run
     assert "no prior" in written["samples"] and "no rate" in written["rate_distortion"]
     for name in AE_2D_PICTURES:
         assert_png(os.path.join(folder, f"{name}.png"))
-
-
-def assert_one_line_error(result, message):
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, last
 
 
 def test_visualize_script_errors_cleanly_without_a_checkpoint(tmp_path):

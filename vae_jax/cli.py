@@ -44,3 +44,11 @@ def flags_parser(usage: str) -> Callable:
             _exit_bad_override(error, usage)
 
     return parse
+
+
+def define_data_dir_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    """``--data_dir`` and ``--manual_dir`` for scripts that reload a run's dataset (default: the
+    folders the run was trained with)."""
+    return (flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's)."),
+            flags.DEFINE_string("manual_dir", None,
+                                "Folder with the original files (default: the run's)."))
