@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import random as jax_random_extend
 
 from vae_jax.errors import DataError
 
@@ -161,5 +162,27 @@ def check_unit_interval(x: jax.Array, name: str = "x") -> None:
 
 
 def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
-    """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity in [0, 1]."""
-    return jax.random.bernoulli(key, x).astype(x.dtype)
+    """Dynamic binarisation: each pixel becomes 1 with probability equal to its intensity in [0, 1].
+
+        x̃ᵢ = [uᵢ < round(2¹⁶·xᵢ)],  uᵢ uniform on {0, …, 2¹⁶ − 1},
+
+    so P(x̃ᵢ = 1) = round(2¹⁶·xᵢ)/2¹⁶, within 2⁻¹⁷ of xᵢ, and exactly 0 and 1 at xᵢ = 0 and 1 (a
+    uint8 image has steps of 1/255). Each 32-bit random word gives two pixels their 16 bits,
+    and with a threefry key each hash gives four: a quarter of the random bits of
+    `jax.random.bernoulli`, which was a fifth of a training step of the MNIST MLP on a CPU.
+    """
+    size = x.size
+    words = _random_words(key, -(-size // 2))
+    uniform16 = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:size]
+    threshold = jnp.round(jnp.reshape(x, (-1,)) * 65536.0).astype(jnp.uint32)
+    return jnp.reshape(uniform16 < threshold, x.shape).astype(x.dtype)
+
+
+def _random_words(key: jax.Array, count: int) -> jax.Array:
+    """`count` random uint32 words from a typed key: with threefry, one 2×32-bit hash per two
+    words (`jax.random.bits` spends a hash on each word); with any other implementation, its
+    own bits."""
+    if str(jax.random.key_impl(key)) == "threefry2x32":
+        counter = jnp.arange(count + count % 2, dtype=jnp.uint32)
+        return jax_random_extend.threefry_2x32(jax.random.key_data(key), counter)[:count]
+    return jax.random.bits(key, (count,), jnp.uint32)

@@ -14,8 +14,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _flat(values: jax.Array) -> jax.Array:
-    """`values` as one axis: XLA's CPU backend reduces an image (H, W, 1) whose last axis has size
-    1 many times slower than the same numbers in one axis."""
+    """`values` as one axis: XLA's CPU backend computes on and reduces an image (H, W, 1), whose
+    last axis has size 1, many times slower than the same numbers in one axis."""
     return jnp.reshape(values, (-1,))
 
 
@@ -37,8 +37,9 @@ def gaussian_sample(key: jax.Array, mean: jax.Array, log_variance: jax.Array) ->
 
 def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_variance: jax.Array) -> jax.Array:
     """log N(x; μ, diag σ²) = −½ Σᵢ [log 2π + log σᵢ² + (xᵢ − μᵢ)² / σᵢ²], summed over all axes."""
+    x, mean, log_variance = _flat(x), _flat(mean), _flat(log_variance)
     squared = jnp.square(x - mean) * jnp.exp(-log_variance)
-    return -0.5 * jnp.sum(_flat(_LOG_2PI + log_variance + squared))
+    return -0.5 * jnp.sum(_LOG_2PI + log_variance + squared)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
@@ -63,7 +64,8 @@ def bernoulli_log_prob(logits: jax.Array, x: jax.Array) -> jax.Array:
     `x` must lie in [0, 1]; values strictly between give the continuous cross-entropy, which is
     what training on grey levels uses.
     """
-    return jnp.sum(_flat(x * logits - jax.nn.softplus(logits)))
+    logits, x = _flat(logits), _flat(x)
+    return jnp.sum(x * logits - jax.nn.softplus(logits))
 
 
 def categorical_kl(p: jax.Array, q: jax.Array) -> jax.Array:

@@ -52,14 +52,20 @@ def sample_noise(key: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Arr
 
 
 def _log_weight_terms(model: VAE, params: Params, x: jax.Array, epsilon: jax.Array):
-    """(log p(x|z_k), log p(z_k) − log q(z_k|x), (μ, log σ²)) for z_k = μ + σ·ε_k: two (n,)."""
+    """For a batch x (B, *input_shape) and noise ε (B, n, latent_dim), z_bk = μ_b + σ_b·ε_bk:
+    (log p(x_b|z_bk), log p(z_bk) − log q(z_bk|x_b), (μ, log σ²)), the first two (B, n).
+
+    The networks run on the whole batch (the decoder on all B·n samples at once); the
+    likelihoods and densities are per sample.
+    """
     mean, log_variance = model.encode(params, x)
-    z = mean + jnp.exp(0.5 * log_variance) * epsilon
+    z = mean[:, None] + jnp.exp(0.5 * log_variance)[:, None] * epsilon
     decoded = model.decode(params, z)
-    log_px_z = jax.vmap(model.log_likelihood, in_axes=(None, None, 0))(params, x, decoded)
-    log_pz = jax.vmap(distributions.standard_normal_log_prob)(z)
-    log_qz = jax.vmap(distributions.standard_normal_log_prob)(epsilon) - 0.5 * jnp.sum(log_variance)
-    return log_px_z, log_pz - log_qz, (mean, log_variance)
+    per_sample = jax.vmap(jax.vmap(model.log_likelihood, (None, None, 0)), (None, 0, 0))
+    log_px_z = per_sample(params, x, decoded)
+    standard_normal = jax.vmap(jax.vmap(distributions.standard_normal_log_prob))
+    log_qz = standard_normal(epsilon) - 0.5 * jnp.sum(log_variance, axis=-1, keepdims=True)
+    return log_px_z, standard_normal(z) - log_qz, (mean, log_variance)
 
 
 def log_importance_weights(model: VAE, params: Params, x: jax.Array,
@@ -75,8 +81,8 @@ def log_importance_weights(model: VAE, params: Params, x: jax.Array,
     Returns:
       The n log-weights, shape (n,), in nats; differentiable in `params` (reparameterisation).
     """
-    log_px_z, log_prior_ratio, _ = _log_weight_terms(model, params, x, epsilon)
-    return log_px_z + log_prior_ratio
+    log_px_z, log_prior_ratio, _ = _log_weight_terms(model, params, x[None], epsilon[None])
+    return log_px_z[0] + log_prior_ratio[0]
 
 
 def iwae_bound(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int,
@@ -146,12 +152,21 @@ def iwae_terms(model: VAE, params: Params, x: jax.Array, key: jax.Array,
     KL(q(z|x) ‖ N(0, I)); so ``.elbo`` is the K-sample ELBO estimate and ``objective ≥ elbo`` in
     expectation.
     """
+    return jax.tree.map(lambda term: term[0],
+                        _batch_iwae_terms(model, params, x[None], key[None], num_samples))
+
+
+def _batch_iwae_terms(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
+                      num_samples: int) -> objectives.ELBOTerms:
+    """`iwae_terms` of each example of x (B, *input_shape) with its key of `keys` (B,), the
+    networks run on the whole batch: terms of shape (B,)."""
     _check(model, num_samples, None)
-    epsilon = sample_noise(key, jnp.arange(num_samples), model.latent_dim)
+    epsilon = jax.vmap(sample_noise, (0, None, None))(keys, jnp.arange(num_samples),
+                                                      model.latent_dim)
     log_px_z, log_prior_ratio, (mean, log_variance) = _log_weight_terms(model, params, x, epsilon)
-    bound = jax.nn.logsumexp(log_px_z + log_prior_ratio) - math.log(num_samples)
-    kl = distributions.gaussian_kl_to_standard_normal(mean, log_variance)
-    return objectives.ELBOTerms(bound, jnp.mean(log_px_z), kl)
+    bound = jax.nn.logsumexp(log_px_z + log_prior_ratio, axis=-1) - math.log(num_samples)
+    kl = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
+    return objectives.ELBOTerms(bound, jnp.mean(log_px_z, axis=-1), kl)
 
 
 def iwae_loss(params: Params, model: VAE, x: jax.Array, key: jax.Array,
@@ -162,7 +177,5 @@ def iwae_loss(params: Params, model: VAE, x: jax.Array, key: jax.Array,
     into one key per example.
     """
     keys = jax.random.split(key, x.shape[0])
-    terms = jax.vmap(iwae_terms, in_axes=(None, None, 0, 0, None))(model, params, x, keys,
-                                                                   num_samples)
-    means = jax.tree.map(jnp.mean, terms)
+    means = jax.tree.map(jnp.mean, _batch_iwae_terms(model, params, x, keys, num_samples))
     return -means.objective, means

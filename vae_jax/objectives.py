@@ -43,14 +43,21 @@ class ELBOTerms(NamedTuple):
 
 
 def _reconstruction_and_kl_per_dim(model: VAE, params: Params, x: jax.Array,
-                                   key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(log p(x|z) with z = μ + σ·ε, the KL of each latent dimension (latent_dim,)) for one x."""
+                                   keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """For a batch x (B, *input_shape) and one key per example (B,): (log p(x_b|z_b) (B,) with
+    z_b = μ_b + σ_b·ε_b, the KL of each latent dimension (B, latent_dim)).
+
+    The networks run on the whole batch at once, so each layer is one matrix product whose weight
+    gradient is one product over the batch; the sampling, likelihood and KL are per example.
+    """
+    per_example = jax.vmap(model.log_likelihood, (None, 0, 0))
     mean, log_variance = model.encode(params, x)
     if not model.stochastic:  # plain autoencoder: z is the code itself, and there is no KL
-        return model.log_likelihood(params, x, model.decode(params, mean)), jnp.zeros_like(mean)
-    z = distributions.gaussian_sample(key, mean, log_variance)
-    reconstruction = model.log_likelihood(params, x, model.decode(params, z))
-    kl_per_dim = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
+        return per_example(params, x, model.decode(params, mean)), jnp.zeros_like(mean)
+    z = jax.vmap(distributions.gaussian_sample)(keys, mean, log_variance)
+    reconstruction = per_example(params, x, model.decode(params, z))
+    kl_per_dim = jax.vmap(jax.vmap(distributions.gaussian_kl_to_standard_normal))(mean,
+                                                                                  log_variance)
     return reconstruction, kl_per_dim
 
 
@@ -65,9 +72,10 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     Differentiable in `params` (reparameterisation); use `batch_elbo` for a batch. For the plain
     autoencoder (``model.stochastic`` False) z = μ(x), kl = 0 and `key` is unused.
     """
-    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x, key)
+    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x[None],
+                                                                key[None])
     kl = jnp.sum(kl_per_dim)
-    return ELBOTerms(reconstruction - beta * kl, reconstruction, kl)
+    return ELBOTerms(reconstruction[0] - beta * kl, reconstruction[0], kl)
 
 
 def batch_elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array,
@@ -91,8 +99,7 @@ def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array, beta: float =
     −mean_b(reconstruction − β·kl). The returned terms are the true (unclipped) ones.
     """
     keys = jax.random.split(key, x.shape[0])
-    reconstruction, kl_per_dim = jax.vmap(_reconstruction_and_kl_per_dim, (None, None, 0, 0))(
-        model, params, x, keys)
+    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x, keys)
     mean_reconstruction = jnp.mean(reconstruction)
     mean_kl_per_dim = jnp.mean(kl_per_dim, axis=0)
     kl_term = jnp.sum(jnp.maximum(mean_kl_per_dim, free_bits))

@@ -83,8 +83,9 @@ def reported_terms(terms: objectives.ELBOTerms) -> dict[str, jax.Array]:
 
 def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarize: bool) -> jax.Array:
     """uint8 images → float32 in [0, 1], dynamically binarised with `key` when `binarize`."""
-    x = data.to_unit_interval(images_uint8)
-    return data.binarize(key, x) if binarize else x
+    flat = data.to_unit_interval(jnp.reshape(images_uint8, (images_uint8.shape[0], -1)))
+    x = data.binarize(key, flat) if binarize else flat
+    return jnp.reshape(x, images_uint8.shape)  # one axis per example computes faster on CPUs
 
 
 def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: float = 0.0,
@@ -132,8 +133,9 @@ def make_train_step(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
             state.params, x, elbo_key, beta)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        grads_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g))
-                                          for g in jax.tree.leaves(grads)]))
+        # One sum per gradient: NaN or ±∞ anywhere makes it non-finite (as would a finite sum
+        # past 3e38), and a sum reads the gradient once where jnp.isfinite then jnp.all twice.
+        grads_finite = jnp.isfinite(sum(jnp.sum(g) for g in jax.tree.leaves(grads)))
         nonfinite = ~jnp.stack([jnp.isfinite(means.reconstruction), jnp.isfinite(means.kl),
                                 grads_finite])
         metrics = {"loss": loss, **reported_terms(means)}

@@ -1,0 +1,111 @@
+"""The pieces made fast for the CPU keep their maths: 16-bit binarisation, the mixed-precision
+matrix product, and the networks run on the whole batch."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from vae_jax import data, iwae, model as model_lib, networks, objectives
+
+
+class BinarizeTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_values_are_zero_or_one_with_the_shape_and_dtype_of_x(self):
+        x = jax.random.uniform(jax.random.key(0), (3, 5, 7, 1))  # odd size: 105 pixels
+        b = self.variant(data.binarize)(jax.random.key(1), x)
+        chex.assert_shape(b, x.shape)
+        chex.assert_type(b, jnp.float32)
+        assert set(np.unique(np.asarray(b))) <= {0.0, 1.0}
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_black_and_white_pixels_stay_as_they_are(self):
+        x = jnp.tile(jnp.array([0.0, 1.0]), 5000)
+        np.testing.assert_array_equal(self.variant(data.binarize)(jax.random.key(2), x), x)
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+@pytest.mark.parametrize("p", [1 / 255, 0.3, 0.5, 254 / 255])
+def test_each_pixel_is_one_with_probability_its_intensity(impl, p):
+    n = 400_000
+    ones = float(jnp.mean(data.binarize(jax.random.key(3, impl=impl), jnp.full((n,), p))))
+    assert abs(ones - p) < 5 * np.sqrt(p * (1 - p) / n) + 2**-17
+
+
+def test_pixels_are_independent_of_their_neighbours():
+    b = np.asarray(data.binarize(jax.random.key(4), jnp.full((200_000,), 0.5)))
+    for lag in (1, 2, 3, 100_000):  # the four 16-bit draws of one hash, and the two halves
+        correlation = np.corrcoef(b[:-lag], b[lag:])[0, 1]
+        assert abs(correlation) < 0.015, (lag, correlation)
+
+
+def test_vmapped_binarisation_draws_each_key_independently():
+    keys = jax.random.split(jax.random.key(5), 2)
+    both = jax.vmap(data.binarize)(keys, jnp.full((2, 1000), 0.5))
+    np.testing.assert_array_equal(both[1], data.binarize(keys[1], jnp.full((1000,), 0.5)))
+    assert not np.array_equal(both[0], both[1])
+
+
+class MixedMatmulTest(chex.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.x = jax.random.normal(jax.random.key(0), (4, 3, 16))
+        self.w = jax.random.normal(jax.random.key(1), (16, 5))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_product_is_float32_and_close_to_the_float32_one(self):
+        y = self.variant(networks.mixed_matmul)(self.x, self.w)
+        chex.assert_shape(y, (4, 3, 5))
+        chex.assert_type(y, jnp.float32)
+        np.testing.assert_allclose(y, self.x @ self.w, atol=0.1, rtol=0.02)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_weight_gradient_is_the_float32_sum_over_the_batch(self):
+        dy = jax.random.normal(jax.random.key(2), (4, 3, 5))
+        grad = self.variant(jax.grad(lambda w: jnp.sum(networks.mixed_matmul(self.x, w) * dy)))
+        exact = jnp.einsum("abk,abn->kn", self.x, dy, precision="highest")
+        np.testing.assert_allclose(grad(self.w), exact, rtol=1e-5, atol=1e-5)
+
+    def test_input_gradient_is_close_to_the_float32_one(self):
+        dy = jax.random.normal(jax.random.key(3), (4, 3, 5))
+        dx = jax.grad(lambda x: jnp.sum(networks.mixed_matmul(x, self.w) * dy))(self.x)
+        np.testing.assert_allclose(dx, dy @ self.w.T, atol=0.1, rtol=0.02)
+
+    def test_dense_layers_other_than_x_times_w_are_refused(self):
+        with pytest.raises(ValueError, match="contracts x's last axis with w's first"):
+            networks._mixed_dot_general(self.x, self.w.T, (((2,), (1,)), ((), ())))
+
+
+def test_bfloat16_training_gradients_are_close_to_float32_ones():
+    full = model_lib.mlp_vae((28, 28, 1), 4, (64,))
+    mixed = model_lib.mlp_vae((28, 28, 1), 4, (64,), dtype=jnp.bfloat16)
+    params = full.init(jax.random.key(0))
+    x = data.binarize(jax.random.key(1), jax.random.uniform(jax.random.key(2), (32, 28, 28, 1)))
+    grads = [jax.grad(lambda p, m=m: objectives.loss(p, m, x, jax.random.key(3))[0])(params)
+             for m in (full, mixed)]
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+        assert b.dtype == jnp.float32
+        # A ReLU unit at the edge may switch on one side of the rounding: compare whole leaves.
+        assert float(jnp.linalg.norm(b - a) / jnp.linalg.norm(a)) < 0.05
+
+
+@settings(deadline=None, max_examples=10)
+@given(batch=st.integers(1, 5), num_samples=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_batched_losses_are_the_means_of_the_single_example_terms(batch, num_samples, seed):
+    vae = model_lib.mlp_vae((6,), 3, (8,))
+    params = vae.init(jax.random.key(seed))
+    x = jax.random.uniform(jax.random.key(seed + 1), (batch, 6))
+    key = jax.random.key(seed + 2)
+    keys = jax.random.split(key, batch)
+    _, means = objectives.loss(params, vae, x, key)
+    singles = jax.vmap(objectives.elbo, (None, None, 0, 0))(vae, params, x, keys)
+    np.testing.assert_allclose(means.elbo, jnp.mean(singles.elbo), rtol=1e-5, atol=1e-5)
+    _, iwae_means = iwae.iwae_loss(params, vae, x, key, num_samples)
+    iwae_singles = jax.vmap(iwae.iwae_terms, (None, None, 0, 0, None))(vae, params, x, keys,
+                                                                       num_samples)
+    for a, b in zip(iwae_means, iwae_singles):
+        np.testing.assert_allclose(a, jnp.mean(b), rtol=1e-5, atol=1e-5)
