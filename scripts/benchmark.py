@@ -1,7 +1,8 @@
 """Training speed of a preset: ``python scripts/benchmark.py [--config=PRESET] [--epochs=N]``.
 
-Trains the preset's model with its optimizer, KL schedule, train loop and device mesh — exactly
-the jitted steps `scripts/train.py` runs — on synthetic uint8 images of the dataset's shape
+Trains the preset's model with its optimizer, KL schedule, train loop, device mesh and input
+pipeline (``--config.input_pipeline=stream`` times streaming from host memory) — exactly the
+jitted steps `scripts/train.py` runs — on synthetic uint8 images of the dataset's shape
 (60,000 by default, as MNIST's training split; the cost of a step does not depend on the pixels),
 and reports:
 
@@ -65,7 +66,8 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     import jax
     import numpy as np
 
-    from vae_jax import configs, distributed, model as model_lib, objectives, training
+    from vae_jax import (configs, distributed, input_pipeline, model as model_lib, objectives,
+                         training)
 
     configs.validate(config)
     steps_per_epoch = num_examples // config.batch_size
@@ -77,21 +79,27 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     state = distributed.to_global(training.create_train_state(vae, optimizer, root_key),
                                   replicated)
     images = np.random.default_rng(0).integers(0, 256, (num_examples, *image_shape), np.uint8)
-    images = distributed.to_global(images, replicated)
+    pipeline = input_pipeline.resolve(config.input_pipeline, images.nbytes, mesh.devices.flat)
+    chunks = input_pipeline.num_chunks(
+        steps_per_epoch, config.batch_size * images[0].nbytes,
+        config.stream_chunk_mib * 2**20 if pipeline == "stream" else None)
+    if pipeline == "device":
+        images = distributed.to_global(images, replicated)
     loop = training.resolve_train_loop(config)
     train_steps = training.make_train_steps(
         vae, optimizer, objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps),
         config.binarize, config.free_bits, loop, config.objective, config.iwae_samples)
     shuffle = training.RunKeys.from_root(root_key).shuffle
 
-    def epoch_indices(epoch):
-        indices = training.epoch_batch_indices(shuffle, epoch, num_examples, config.batch_size)
-        return distributed.to_global(np.asarray(indices), batch_sharded)
-
     times = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        state, metrics, _ = train_steps(state, images, epoch_indices(epoch))
+        indices = np.asarray(training.epoch_batch_indices(shuffle, epoch, num_examples,
+                                                          config.batch_size))
+        for chunk_images, chunk_indices in input_pipeline.epoch_chunks(
+                pipeline, images, indices.reshape(chunks, -1, config.batch_size), replicated,
+                batch_sharded):
+            state, metrics, _ = train_steps(state, chunk_images, chunk_indices)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
@@ -99,8 +107,8 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     return {
         "config": {k: config[k] for k in ("architecture", "hidden_dims", "conv_channels",
                                           "latent_dim", "likelihood", "objective", "batch_size",
-                                          "prng_impl")},
-        "train_loop": loop, "num_examples": num_examples, "image_shape": list(image_shape),
+                                          "prng_impl", "compute_dtype")},
+        "train_loop": loop, "input_pipeline": pipeline, "chunks_per_epoch": chunks, "num_examples": num_examples, "image_shape": list(image_shape),
         "epochs": epochs, "epoch_times_s": [_significant(t) for t in times],
         "steady_s_per_epoch": _significant(steady),
         "examples_per_s": round(steps_per_epoch * config.batch_size / steady),
@@ -115,6 +123,8 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
 def format_table(result: dict) -> str:
     rows = [("device", f"{result['devices']} × {result['device_kind']} ({result['platform']})"),
             ("train loop", result["train_loop"]),
+            ("input pipeline", f"{result['input_pipeline']} ({result['chunks_per_epoch']} "
+                               "calls per epoch)"),
             ("steady s/epoch", f"{result['steady_s_per_epoch']:.2f}"),
             ("examples/s", f"{result['examples_per_s']:,}"),
             ("first epoch s", f"{result['first_epoch_s']:.2f}"),

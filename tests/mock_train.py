@@ -5,11 +5,15 @@ kill training with SIGKILL (scripts/train.py cannot see mocked data). `tfds.test
 draws its examples from a fixed seed, so every process trains on the same data.
 """
 
+import os
 import sys
 
+import jax
+import numpy as np
+import optax
 import tensorflow_datasets as tfds
 
-from vae_jax import configs, training
+from vae_jax import checkpointing, configs, model as model_lib, training
 
 NUM_EXAMPLES = 64  # 4 steps per epoch at batch size 16
 
@@ -34,6 +38,25 @@ def train(workdir: str, num_epochs: int, data_dir: str) -> dict[str, float]:
     with mocked_mnist():
         return training.train_and_evaluate(
             small_config(num_epochs=num_epochs, data_dir=data_dir), workdir)
+
+
+def restore_latest(workdir, config):
+    """(step, state tree) of the newest intact checkpoint of a `small_config` run (mocked MNIST)."""
+    vae = model_lib.from_config(config, (28, 28, 1))
+    state = training.create_train_state(vae, optax.adam(config.learning_rate),
+                                        jax.random.key(config.seed))
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
+    try:
+        return checkpointer.restore_latest(training.to_checkpoint(state), config)
+    finally:
+        checkpointer.close()
+
+
+def assert_bit_identical(tree_a, tree_b):
+    assert jax.tree.structure(tree_a) == jax.tree.structure(tree_b)
+    for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=True)
 
 
 if __name__ == "__main__":

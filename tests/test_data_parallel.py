@@ -15,19 +15,24 @@ from mock_train import small_config
 from vae_jax import distributed
 
 
-def test_four_devices_give_the_loss_curve_of_one(tmp_path):
+def test_four_devices_give_the_loss_curve_of_one_streamed_or_not(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "data_parallel_run.py"), str(tmp_path), "1", "4"],
+        [sys.executable, str(REPO / "tests" / "data_parallel_run.py"), str(tmp_path), "1", "4",
+         "4:stream"],
         capture_output=True, text=True, check=False, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests")})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data-parallel over 4 devices (cpu): 4 examples per device" in result.stdout
     runs = json.loads(result.stdout.strip().splitlines()[-1])
-    one, four = runs["1"], runs["4"]
+    one, four, four_streamed = runs["1"], runs["4"], runs["4:stream"]
     assert [m["step"] for m in four] == [4, 8, 12]
+    assert "Streaming the training set" in result.stdout
     for a, b in zip(one, four):
         for key in ("train_loss", "train_neg_elbo", "test_neg_elbo", "test_kl"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-4, err_msg=key)
+    for a, b in zip(four, four_streamed):
+        a, b = ({k: v for k, v in m.items() if k != "epoch_time_s"} for m in (a, b))
+        assert a == b
 
 
 def test_mesh_of_more_devices_than_exist_is_a_clear_error():

@@ -24,12 +24,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_like_one_and_checkpoint_correctly(tmp_path):
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_two_processes_train_like_one_and_checkpoint_correctly(tmp_path, pipeline):
     coordinator = f"127.0.0.1:{free_port()}"
     workdir = tmp_path / "two"
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "XLA_FLAGS": ""}
     processes = [subprocess.Popen(
-        [sys.executable, RUN, coordinator, "2", str(i), str(workdir), str(tmp_path / f"d{i}")],
+        [sys.executable, RUN, coordinator, "2", str(i), str(workdir), str(tmp_path / f"d{i}"),
+         pipeline],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):

@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 import vae_jax
 from conftest import REPO
-from mock_train import NUM_EXAMPLES, mocked_mnist, small_config, train
-from vae_jax import checkpointing, configs, data, model as model_lib, training
+from mock_train import (NUM_EXAMPLES, assert_bit_identical, mocked_mnist, restore_latest,
+                        small_config, train)
+from vae_jax import configs, data, training
 
 MOCK_TRAIN = str(REPO / "tests" / "mock_train.py")
 STEPS_PER_EPOCH = NUM_EXAMPLES // 16
@@ -53,25 +53,6 @@ def metrics_lines(workdir) -> list[str]:
 def metrics_without_times(workdir) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "epoch_time_s"}
             for line in metrics_lines(workdir)]
-
-
-def restore_latest(workdir, config):
-    """(step, state tree) of the newest intact checkpoint of a `small_config` run (mocked MNIST)."""
-    vae = model_lib.from_config(config, (28, 28, 1))
-    state = training.create_train_state(vae, optax.adam(config.learning_rate),
-                                        jax.random.key(config.seed))
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
-    try:
-        return checkpointer.restore_latest(training.to_checkpoint(state), config)
-    finally:
-        checkpointer.close()
-
-
-def assert_bit_identical(tree_a, tree_b):
-    assert jax.tree.structure(tree_a) == jax.tree.structure(tree_b)
-    for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)):
-        assert np.asarray(a).dtype == np.asarray(b).dtype
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=True)
 
 
 class Training:

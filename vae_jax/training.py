@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import (checkpointing, configs, data, distributed, images, iwae, model as model_lib,
-                     objectives)
+from vae_jax import (checkpointing, configs, data, distributed, images, input_pipeline, iwae,
+                     model as model_lib, objectives)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
@@ -257,12 +257,6 @@ def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
 
-def _progress_chunks(steps: int, wanted: int) -> int:
-    """The divisor of `steps` closest to `wanted`: how many equal calls make up an epoch."""
-    divisors = [d for d in range(1, steps + 1) if steps % d == 0]
-    return min(divisors, key=lambda d: abs(d - wanted))
-
-
 def prepare_workdir(workdir: str) -> None:
     """Creates `workdir`; raises `ConfigError` when it cannot be written."""
     try:
@@ -374,20 +368,19 @@ def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
     return state, last_saved
 
 
-def _train_epoch(train_steps: Callable, state: TrainState, train_images: jax.Array,
-                 indices: np.ndarray, sharding: jax.sharding.Sharding, epoch: int,
+def _train_epoch(train_steps: Callable, state: TrainState,
+                 chunks: Iterator[tuple[jax.Array, jax.Array]], epoch: int,
                  last_saved: int | None, bar):
-    """Runs the steps of `indices` (chunks, steps, batch_size) in one call per chunk, each chunk
-    laid out by `sharding`, checking each call for non-finite steps; returns the new state and the
-    epoch's mean train metrics."""
+    """Runs the epoch's `chunks` of (images, indices (steps, batch_size) into them) in one call
+    each (`vae_jax.input_pipeline`), checking each call for non-finite steps; returns the new
+    state and the epoch's mean train metrics."""
     chunk_metrics = []
-    for chunk_indices in indices:
-        state, metrics, divergence = train_steps(
-            state, train_images, distributed.to_global(chunk_indices, sharding))
+    for chunk_images, chunk_indices in chunks:
+        state, metrics, divergence = train_steps(state, chunk_images, chunk_indices)
         _check_finite(divergence, epoch, last_saved)
         chunk_metrics.append(metrics)
         if bar is not None:
-            bar.update(len(chunk_indices))
+            bar.update(chunk_indices.shape[0])
     if bar is not None:
         bar.close()
     return state, distributed.to_host(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)),
@@ -458,7 +451,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 "to train further).")
             return {"step": start_step, "epoch": start_epoch}
 
-        train_images = distributed.to_global(dataset.train_images, replicated)
+        pipeline = input_pipeline.resolve(config.input_pipeline, dataset.train_images.nbytes,
+                                          mesh.devices.flat)
+        train_images = dataset.train_images
+        if pipeline == "device":
+            train_images = distributed.to_global(train_images, replicated)
+        else:
+            log(f"Streaming the training set ({dataset.train_images.nbytes / 2**20:,.0f} MiB) "
+                "from host memory, chunks of at most "
+                f"{config.stream_chunk_mib:g} MiB copied ahead of the steps")
         test_x = jax.jit(prepare_batch, static_argnums=2)(
             jax.random.fold_in(keys.eval, 0), dataset.test_images, config.binarize)
         data.check_unit_interval(test_x, f"the {config.dataset!r} test set")
@@ -471,7 +472,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                        config.objective, config.iwae_samples)
         evaluate = make_evaluate(vae)
         show_progress = config.progress_bar and sys.stderr.isatty()
-        chunks = _progress_chunks(steps_per_epoch, 20) if show_progress else 1
+        step_bytes = config.batch_size * dataset.train_images[0].nbytes
+        chunks = input_pipeline.num_chunks(
+            steps_per_epoch, step_bytes,
+            config.stream_chunk_mib * 2**20 if pipeline == "stream" else None,
+            at_least=20 if show_progress else 1)
 
         record: dict[str, float] = {}
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
@@ -479,12 +484,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             indices = np.asarray(epoch_batch_indices(keys.shuffle, epoch, num_train,
                                                      config.batch_size))
             indices = indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size)
+            batches = input_pipeline.epoch_chunks(pipeline, train_images, indices, replicated,
+                                                  batch_sharded)
             bar = (_progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress
                    else None)
             # debug_nans: jit off too, so that JAX names the operation, not the whole `lax.scan`.
             with jax.debug_nans(config.debug_nans), jax.disable_jit(config.debug_nans):
-                state, train = _train_epoch(train_steps, state, train_images, indices,
-                                            batch_sharded, epoch, last_saved, bar)
+                state, train = _train_epoch(train_steps, state, batches, epoch, last_saved,
+                                            bar)
             test = distributed.to_host(evaluate(state.params, test_x, eval_key))
             seconds = time.perf_counter() - start
             step = int(distributed.to_host(state.step))

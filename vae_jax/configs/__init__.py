@@ -26,12 +26,14 @@ OBJECTIVES = ("elbo", "iwae")
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_LOOPS = ("auto", "scan", "step")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+INPUT_PIPELINES = ("auto", "device", "stream")
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
 # say how long to train, where data lives, how to save, show or debug the run, and how and on
 # how many devices it loops, not what is trained.
 RESUMABLE_FIELDS = ("num_epochs", "data_dir", "manual_dir", "max_to_keep", "save_every_epochs",
-                    "progress_bar", "debug_nans", "train_loop", "num_devices")
+                    "progress_bar", "debug_nans", "train_loop", "num_devices", "input_pipeline",
+                    "stream_chunk_mib")
 
 
 def resumable_fields(config) -> tuple[str, ...]:
@@ -81,8 +83,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(isinstance(hidden, (tuple, list)) and all(_is_int(h) and h > 0 for h in hidden),
              "hidden_dims", hidden,
              "a tuple of positive integers, e.g. --config.hidden_dims='(400,)'")
-    _require(_is_real(config.learning_rate) and config.learning_rate > 0, "learning_rate",
-             config.learning_rate, "a positive number")
+    for field in ("learning_rate", "stream_chunk_mib"):
+        _require(_is_real(config[field]) and config[field] > 0, field, config[field],
+                 "a positive number")
     channels = config.conv_channels
     _require(isinstance(channels, (tuple, list)) and channels
              and all(_is_int(c) and c > 0 for c in channels),
@@ -97,7 +100,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for field, choices in (("model", MODELS), ("architecture", ARCHITECTURES),
                            ("likelihood", LIKELIHOODS), ("gaussian_scale", GAUSSIAN_SCALES),
                            ("objective", OBJECTIVES), ("lr_schedule", LR_SCHEDULES),
-                           ("train_loop", TRAIN_LOOPS), ("compute_dtype", COMPUTE_DTYPES)):
+                           ("train_loop", TRAIN_LOOPS), ("compute_dtype", COMPUTE_DTYPES),
+                           ("input_pipeline", INPUT_PIPELINES)):
         _require(config[field] in choices, field, config[field], f"one of {choices}")
     _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
              "one width when architecture='conv', e.g. '(256,)'")
