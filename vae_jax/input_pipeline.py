@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 
 from vae_jax import distributed
 
+
 def free_device_memory(device: jax.Device) -> Optional[int]:
     """Bytes free on `device`: its allocator's limit less what is in use where the backend reports
     them (GPU, TPU); for a CPU, whose memory is the host's, the host's available memory; None

@@ -64,7 +64,8 @@ mixed_matmul.defvjp(_mixed_matmul_forward, _mixed_matmul_backward)
 
 
 def _mixed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as `mixed_matmul`."""
+    """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as
+    `mixed_matmul`."""
     del precision, preferred_element_type
     if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
         raise ValueError(f"mixed_matmul contracts x's last axis with w's first, got "
