@@ -23,16 +23,16 @@ the peer on the same machine, one after the other:
 import json
 import platform
 import statistics
-import sys
 import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
+from vae_jax import cli
 from vae_jax.errors import VAEJaxError
 
-_CONFIG = config_flags.DEFINE_config_file("config", "vae_jax/configs/default.py",
-                                          "Preset config file; override fields with --config.X.")
+USAGE = ("python scripts/benchmark.py [--config=PRESET.py] [--config.FIELD=value ...] "
+         "[--epochs=N] [--json=FILE]")
+_CONFIG = cli.define_config_flag(USAGE)
 _EPOCHS = flags.DEFINE_integer("epochs", 4, "Epochs to time (the first includes compilation).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 60000, "Synthetic training examples.")
 _IMAGE_SHAPE = flags.DEFINE_list("image_shape", ["28", "28", "1"], "H,W,C of the images.")
@@ -135,15 +135,9 @@ def format_table(result: dict) -> str:
     return "\n".join(f"{name:<18}{value}" for name, value in rows)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
-    try:
-        image_shape = tuple(int(n) for n in _IMAGE_SHAPE.value)
-        result = benchmark(_CONFIG.value, _EPOCHS.value, _NUM_EXAMPLES.value, image_shape)
-    except (ValueError, VAEJaxError) as error:
-        sys.exit(f"error: {error}")
+def benchmark_and_report():
+    image_shape = tuple(int(n) for n in _IMAGE_SHAPE.value)
+    result = benchmark(_CONFIG.value, _EPOCHS.value, _NUM_EXAMPLES.value, image_shape)
     print(format_table(result), flush=True)
     if _JSON.value:
         with open(_JSON.value, "w", encoding="utf-8") as f:
@@ -151,4 +145,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(benchmark_and_report, USAGE, errors=(ValueError, VAEJaxError))

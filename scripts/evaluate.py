@@ -7,12 +7,10 @@ DIR/eval.json. See `vae_jax.evaluation` for the definitions.
 """
 
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
 from vae_jax import cli
-from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
@@ -27,22 +25,16 @@ _JSON = flags.DEFINE_bool("json", False, "Print the report as JSON instead of a 
 USAGE = "python scripts/evaluate.py --workdir=DIR [--step=N] [--num_samples=K] [--seed=S]"
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+def evaluate():
     from vae_jax import evaluation  # pylint: disable=import-outside-toplevel
 
-    try:
-        report = evaluation.evaluate_workdir(
-            _WORKDIR.value, step=_STEP.value, num_samples=_NUM_SAMPLES.value,
-            batch_size=_BATCH_SIZE.value, seed=_SEED.value, chunk_size=_CHUNK_SIZE.value,
-            data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
-    except VAEJaxError as error:
-        sys.exit(f"error: {error}")
+    report = evaluation.evaluate_workdir(
+        _WORKDIR.value, step=_STEP.value, num_samples=_NUM_SAMPLES.value,
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value, chunk_size=_CHUNK_SIZE.value,
+        data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
     print(json.dumps(report, indent=2) if _JSON.value else evaluation.format_report(report),
           flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.flags_parser(USAGE))
+    cli.run(evaluate, USAGE)

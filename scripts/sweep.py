@@ -15,12 +15,9 @@ Running the same command again resumes from the latest checkpoint in DIR.
 ``scripts/evaluate.py --workdir=DIR/members/II``. See `vae_jax.sweep` for the files in DIR.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags
 
 from vae_jax import cli
-from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the sweep's checkpoints, metrics and "
                                "pictures.", required=True)
@@ -56,21 +53,15 @@ def _extract(sweep_lib, workdir: str, which: str) -> None:
         print(f"member {index} ({run.sweep.label(index)}): {folder}", flush=True)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+def sweep_or_extract():
     from vae_jax import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
 
-    try:
-        if _EXTRACT.value is not None:
-            _extract(sweep_lib, _WORKDIR.value, _EXTRACT.value)
-            return
-        sweep = sweep_lib.parse_sweep(_SWEEP.value, _SWEEP_MODE.value)
-        sweep_lib.train_sweep(_CONFIG.value, sweep, _WORKDIR.value)
-    except VAEJaxError as error:
-        sys.exit(f"error: {error}")
+    if _EXTRACT.value is not None:
+        _extract(sweep_lib, _WORKDIR.value, _EXTRACT.value)
+        return
+    sweep = sweep_lib.parse_sweep(_SWEEP.value, _SWEEP_MODE.value)
+    sweep_lib.train_sweep(_CONFIG.value, sweep, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.flags_parser(USAGE))
+    cli.run(sweep_or_extract, USAGE)

@@ -7,12 +7,9 @@ Multi-host: start the same command on every host (or process) with ``--coordinat
 pods, SLURM, Open MPI). Training is then data-parallel over the devices of all processes.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags
 
 from vae_jax import cli
-from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.",
                                required=True)
@@ -29,19 +26,13 @@ USAGE = "python scripts/train.py --workdir=DIR [--config=PRESET.py] [--config.FI
 _CONFIG = cli.define_config_flag(USAGE)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+def train():
     from vae_jax import distributed, training  # pylint: disable=import-outside-toplevel
 
-    try:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               auto=_DISTRIBUTED.value)
-        training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except VAEJaxError as error:
-        sys.exit(f"error: {error}")
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           auto=_DISTRIBUTED.value)
+    training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.flags_parser(USAGE))
+    cli.run(train, USAGE)

@@ -8,12 +8,9 @@ training curves and the rate–distortion path over the epochs (VAEs only). See
 `vae_jax.plots.visualize_run` for what each shows.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags
 
 from vae_jax import cli
-from vae_jax.errors import VAEJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to draw (default: the latest).")
@@ -23,21 +20,15 @@ _DATA_DIR, _MANUAL_DIR = cli.define_data_dir_flags()
 USAGE = "python scripts/visualize.py --workdir=DIR [--step=N] [--out=FOLDER] [--seed=S]"
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file they touch at INFO
+def visualize():
     from vae_jax import plots  # pylint: disable=import-outside-toplevel
 
-    try:
-        written = plots.visualize_workdir(_WORKDIR.value, step=_STEP.value, out_dir=_OUT.value,
-                                          data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
-                                          seed=_SEED.value)
-    except VAEJaxError as error:
-        sys.exit(f"error: {error}")
+    written = plots.visualize_workdir(_WORKDIR.value, step=_STEP.value, out_dir=_OUT.value,
+                                      data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
+                                      seed=_SEED.value)
     for name, result in written.items():
         print(f"{name:16s} {result}", flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.flags_parser(USAGE))
+    cli.run(visualize, USAGE)

@@ -1,14 +1,15 @@
-"""The command-line plumbing the scripts share: a ``--config`` preset flag whose
-``--config.FIELD=value`` overrides, and any other bad flag, end the program with one line
-``error: …`` and the usage, never a traceback."""
+"""The command-line plumbing the scripts share: `run`, and a ``--config`` preset flag. Bad
+``--config.FIELD=value`` overrides, any other bad flag and a `VAEJaxError` end the program with
+one line ``error: …`` (and the usage, for flags), never a traceback."""
 
 import sys
 from typing import Callable
 
-from absl import flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vae_jax import configs
+from vae_jax.errors import VAEJaxError
 
 _OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
@@ -52,3 +53,21 @@ def define_data_dir_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
     return (flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's)."),
             flags.DEFINE_string("manual_dir", None,
                                 "Folder with the original files (default: the run's)."))
+
+
+def run(command: Callable[[], None], usage: str,
+        errors: tuple[type[Exception], ...] = (VAEJaxError,)) -> None:
+    """`app.run` of a script whose work is ``command()``: flags parsed by `flags_parser`, no
+    positional arguments, absl logging at WARNING (Orbax and TFDS log every file they touch at
+    INFO), and any of `errors` reported as one line ``error: …`` with exit status 1."""
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        logging.set_verbosity(logging.WARNING)
+        try:
+            command()
+        except errors as error:
+            sys.exit(f"error: {error}")
+
+    app.run(main, flags_parser=flags_parser(usage))
