@@ -1,5 +1,5 @@
-"""The pieces made fast for the CPU keep their maths: 16-bit binarisation, the mixed-precision
-matrix product, and the networks run on the whole batch."""
+"""The pieces made fast for the CPU keep their maths: the straight-line Threefry hash, 16-bit
+binarisation, the mixed-precision matrix product, and the networks run on the whole batch."""
 
 import chex
 import jax
@@ -7,8 +7,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from jax.extend import random as jax_random_extend
 
-from vae_jax import data, iwae, model as model_lib, networks, objectives
+from vae_jax import data, iwae, model as model_lib, networks, objectives, threefry
+
+
+@settings(deadline=None, max_examples=25)
+@given(key=st.tuples(*[st.integers(0, 2**32 - 1)] * 2), start=st.integers(0, 2**32 - 1),
+       shape=st.sampled_from([(), (1,), (2,), (7,), (3, 5), (2, 3, 4)]))
+def test_threefry_hash_gives_the_words_of_jax_threefry(key, start, shape):
+    key_data = jnp.array(key, jnp.uint32)
+    counts = jnp.asarray(
+        (start + np.arange(int(np.prod(shape)), dtype=np.uint64)) % 2**32, jnp.uint32)
+    counts = counts.reshape(shape)
+    expected = jax_random_extend.threefry_2x32(key_data, counts)
+    for hash_ in (threefry.threefry_2x32, jax.jit(threefry.threefry_2x32)):
+        got = hash_(key_data, counts)
+        chex.assert_shape(got, shape)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_threefry_hash_refuses_keys_and_counts_of_other_types():
+    with pytest.raises(TypeError, match="uint32 key data of shape"):
+        threefry.threefry_2x32(jnp.zeros((2,), jnp.int32), jnp.zeros((4,), jnp.uint32))
+    with pytest.raises(TypeError, match="uint32 key data of shape"):
+        threefry.threefry_2x32(jnp.zeros((4,), jnp.uint32), jnp.zeros((4,), jnp.uint32))
 
 
 class BinarizeTest(chex.TestCase):

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import random as jax_random_extend
 
+from vae_jax import threefry
 from vae_jax.errors import DataError
 
 # Offline, TFDS retries a failed download for minutes; a few quick retries are enough to tell.
@@ -184,5 +184,5 @@ def _random_words(key: jax.Array, count: int) -> jax.Array:
     own bits."""
     if str(jax.random.key_impl(key)) == "threefry2x32":
         counter = jnp.arange(count + count % 2, dtype=jnp.uint32)
-        return jax_random_extend.threefry_2x32(jax.random.key_data(key), counter)[:count]
+        return threefry.threefry_2x32(jax.random.key_data(key), counter)[:count]
     return jax.random.bits(key, (count,), jnp.uint32)
