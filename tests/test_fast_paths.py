@@ -87,11 +87,15 @@ class MixedMatmulTest(chex.TestCase):
         np.testing.assert_allclose(y, self.x @ self.w, atol=0.1, rtol=0.02)
 
     @chex.variants(with_jit=True, without_jit=True)
-    def test_weight_gradient_is_the_float32_sum_over_the_batch(self):
+    def test_weight_gradient_sums_bfloat16_rounded_products_over_the_batch_in_float32(self):
         dy = jax.random.normal(jax.random.key(2), (4, 3, 5))
-        grad = self.variant(jax.grad(lambda w: jnp.sum(networks.mixed_matmul(self.x, w) * dy)))
-        exact = jnp.einsum("abk,abn->kn", self.x, dy, precision="highest")
-        np.testing.assert_allclose(grad(self.w), exact, rtol=1e-5, atol=1e-5)
+        grad = self.variant(jax.grad(lambda w: jnp.sum(networks.mixed_matmul(self.x, w) * dy)))(
+            self.w)
+        chex.assert_shape(grad, self.w.shape)
+        chex.assert_type(grad, jnp.float32)
+        rounded = [a.astype(jnp.bfloat16).astype(jnp.float32) for a in (self.x, dy)]
+        exact = jnp.einsum("abk,abn->kn", *rounded, precision="highest")
+        np.testing.assert_allclose(grad, exact, rtol=1e-5, atol=1e-5)
 
     def test_input_gradient_is_close_to_the_float32_one(self):
         dy = jax.random.normal(jax.random.key(3), (4, 3, 5))
