@@ -34,6 +34,60 @@ def test_threefry_hash_refuses_keys_and_counts_of_other_types():
         threefry.threefry_2x32(jnp.zeros((4,), jnp.uint32), jnp.zeros((4,), jnp.uint32))
 
 
+_DRAWS = {
+    "split": lambda k: jax.random.key_data(jax.random.split(k, (3, 2))),
+    "fold_in": lambda k: jax.random.key_data(jax.random.fold_in(k, 2**31 + 5)),
+    "normal": lambda k: jax.random.normal(k, (5, 3)),
+    "uniform": lambda k: jax.random.uniform(k, (7,)),
+    "bits8": lambda k: jax.random.bits(k, (9,), jnp.uint8),
+    "bits16": lambda k: jax.random.bits(k, (4,), jnp.uint16),
+    "permutation": lambda k: jax.random.permutation(k, 50),
+    "vmapped normal": lambda k: jax.vmap(lambda k: jax.random.normal(k, (20,)))(
+        jax.random.split(k, 4)),
+}
+
+
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_run_keys_draw_the_numbers_of_jax_threefry_keys(seed):
+    ours, theirs = threefry.key(seed, "threefry2x32"), jax.random.key(seed)
+    assert jax.random.key_impl(ours) == threefry.THREEFRY_2X32
+    np.testing.assert_array_equal(jax.random.key_data(ours), jax.random.key_data(theirs))
+    for name, draw in _DRAWS.items():
+        for transform in (lambda f: f, jax.jit):
+            np.testing.assert_array_equal(transform(draw)(ours), draw(theirs), err_msg=name)
+
+
+def test_run_keys_follow_jax_when_threefry_is_not_partitionable():
+    with jax.threefry_partitionable(False):
+        ours, theirs = threefry.key(3, "threefry2x32"), jax.random.key(3)
+        for name in ("split", "normal", "bits8"):
+            np.testing.assert_array_equal(_DRAWS[name](ours), _DRAWS[name](theirs), err_msg=name)
+
+
+def test_run_keys_draw_jax_threefry_64_bit_words():
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(
+            jax.random.bits(threefry.key(6, "threefry2x32"), (5,), jnp.uint64),
+            jax.random.bits(jax.random.key(6), (5,), jnp.uint64))
+
+
+def test_run_keys_of_other_implementations_are_jax_ones():
+    key = threefry.key(4, "rbg")
+    assert jax.random.key_impl(key) == "rbg"
+    rewrapped = threefry.wrap_key_data(jax.random.key_data(key), "rbg")
+    np.testing.assert_array_equal(jax.random.normal(rewrapped, (3,)),
+                                  jax.random.normal(jax.random.key(4, impl="rbg"), (3,)))
+
+
+def test_wrapped_key_data_gives_back_the_run_key():
+    key = jax.random.fold_in(threefry.key(5, "threefry2x32"), 1)
+    rewrapped = threefry.wrap_key_data(jax.random.key_data(key), "threefry2x32")
+    assert rewrapped.dtype == key.dtype
+    np.testing.assert_array_equal(jax.random.normal(rewrapped, (3,)),
+                                  jax.random.normal(key, (3,)))
+
+
 class BinarizeTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)

@@ -95,8 +95,9 @@ def _prepare(tfds, builder, name: str, manual_dir: str | None) -> None:
     except (OSError, tfds.core.download.DownloadError) as error:  # requests' errors are OSErrors
         if manual_dir is not None:
             raise DataError(
-                f"could not prepare {name!r} from manual_dir {manual_dir!r} ({type(error).__name__}:"
-                f" {str(error).splitlines()[0][:200]}); it must hold the original download files"
+                f"could not prepare {name!r} from manual_dir {manual_dir!r} "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); it must hold the "
+                "original download files"
             ) from None
         raise DataError(
             f"could not download {name!r} (no internet?): pass --config.manual_dir=FOLDER with the"
@@ -182,7 +183,7 @@ def _random_words(key: jax.Array, count: int) -> jax.Array:
     """`count` random uint32 words from a typed key: with threefry, one 2×32-bit hash per two
     words (`jax.random.bits` spends a hash on each word); with any other implementation, its
     own bits."""
-    if str(jax.random.key_impl(key)) == "threefry2x32":
+    if jax.random.key_impl(key) in (threefry.THREEFRY_2X32, "threefry2x32"):
         counter = jnp.arange(count + count % 2, dtype=jnp.uint32)
         return threefry.threefry_2x32(jax.random.key_data(key), counter)[:count]
     return jax.random.bits(key, (count,), jnp.uint32)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
-from vae_jax import checkpointing, configs, data, model as model_lib, training
+from vae_jax import checkpointing, configs, data, model as model_lib, threefry, training
 from vae_jax.errors import CheckpointError
 from vae_jax.model import VAE, Params
 
@@ -87,7 +87,7 @@ def checkpoint_template(vae: VAE, config: ml_collections.ConfigDict,
     """A tree of the structure, shapes and dtypes that `training` saves for `config`'s run (its
     optimizer state is that of `training.make_optimizer`, whose structure does not depend on
     `steps_per_epoch`)."""
-    root_key = jax.random.key(config.seed, impl=config.prng_impl)
+    root_key = threefry.key(config.seed, config.prng_impl)
     optimizer = training.make_optimizer(config, steps_per_epoch)
     state = training.create_train_state(vae, optimizer, root_key)
     return training.to_checkpoint(state)

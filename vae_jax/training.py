@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from vae_jax import (checkpointing, configs, data, distributed, images, input_pipeline, iwae,
-                     model as model_lib, objectives)
+                     model as model_lib, objectives, threefry)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
@@ -253,7 +253,7 @@ def to_checkpoint(state: TrainState) -> dict[str, Any]:
 
 def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
     """Inverse of `to_checkpoint`; `prng_impl` is the run's `config.prng_impl`."""
-    key = jax.random.wrap_key_data(tree["key"], impl=prng_impl)
+    key = threefry.wrap_key_data(tree["key"], prng_impl)
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
 
@@ -425,7 +425,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     log = functools.partial(print, flush=True) if main else lambda *args, **kwargs: None
     vae = model_lib.from_config(config, dataset.image_shape)
     optimizer = make_optimizer(config, steps_per_epoch)
-    root_key = jax.random.key(config.seed, impl=config.prng_impl)
+    root_key = threefry.key(config.seed, config.prng_impl)
     keys = RunKeys.from_root(root_key)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                               config.max_to_keep)
