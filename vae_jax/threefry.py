@@ -97,18 +97,19 @@ THREEFRY_2X32 = jax_random_extend.define_prng_impl(
     fold_in=_fold_in, name="vae_jax_threefry2x32", tag="fry")
 
 
-def key_impl(name: str):
+def _impl_named(name: str):
     """The key implementation a config's `prng_impl` names: `THREEFRY_2X32` for
     ``"threefry2x32"``, JAX's own implementation of that name otherwise."""
     return THREEFRY_2X32 if name == "threefry2x32" else name
 
 
 def key(seed: int, impl: str) -> jax.Array:
-    """``jax.random.key(seed, impl=key_impl(impl))``: for threefry2x32, the key JAX would make,
-    drawing the same numbers through this module's hash."""
-    return jax.random.key(seed, impl=key_impl(impl))
+    """The key of `impl` (a config's `prng_impl`) for `seed`: for ``"threefry2x32"`` the key
+    ``jax.random.key(seed)`` would make, as a `THREEFRY_2X32` key that draws the same numbers
+    through this module's hash; for other names, JAX's key of that implementation."""
+    return jax.random.key(seed, impl=_impl_named(impl))
 
 
 def wrap_key_data(key_data: jax.Array, impl: str) -> jax.Array:
     """The key of `impl` (a config's `prng_impl`) with the raw `key_data`, as `key` makes them."""
-    return jax.random.wrap_key_data(key_data, impl=key_impl(impl))
+    return jax.random.wrap_key_data(key_data, impl=_impl_named(impl))
