@@ -1,15 +1,22 @@
-"""The command-line plumbing the scripts share: `run`, and a ``--config`` preset flag. Bad
-``--config.FIELD=value`` overrides, any other bad flag and a `VAEJaxError` end the program with
-one line ``error: …`` (and the usage, for flags), never a traceback."""
+"""The command-line plumbing the scripts share: `run`, and a ``--config`` preset flag. A bad
+config file, bad ``--config.FIELD=value`` overrides, any other bad flag and a `VAEJaxError` end the
+program with one line ``error: …`` (and the usage, for flags), never a traceback."""
 
+import difflib
+import glob
+import inspect
+import os
 import sys
+import traceback
+import types
 from typing import Callable
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vae_jax import configs
-from vae_jax.errors import VAEJaxError
+from vae_jax.errors import ConfigError, VAEJaxError
 
 _OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
@@ -19,17 +26,139 @@ def _exit_bad_override(error: Exception, usage: str):
     sys.exit(f"error: bad --config override: {message}\nUsage: {usage}")
 
 
+_PRESETS_HINT = "a preset such as vae_jax/configs/default.py"
+
+
+def _presets() -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(configs.CONFIG_DIR, "*.py"))
+                  if not os.path.basename(p).startswith("_"))
+
+
+def _missing_file_hint(path: str) -> str:
+    close = difflib.get_close_matches(os.path.basename(path), _presets(), n=1)
+    if close:
+        return f"did you mean vae_jax/configs/{close[0]}?"
+    return f"the presets are vae_jax/configs/{{{','.join(p[:-3] for p in _presets())}}}.py"
+
+
+def _line_in(error: BaseException, path: str) -> str:
+    """``path:LINE`` of the innermost frame of `error`'s traceback in the file `path`."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f"{path}:{frames[-1].lineno}" if frames else path
+
+
+def _describe(error: BaseException) -> str:
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def load_config_file(argument: str, module_name: str = "config_config"
+                     ) -> ml_collections.ConfigDict:
+    """The locked ConfigDict that ``get_config()`` of the file ``PATH`` returns, for ``--config``
+    values ``PATH`` or ``PATH:ARG`` (``get_config(ARG)``), as ml_collections reads them.
+
+    Raises `ConfigError` naming the file and the fix when the file is missing, a folder, not a
+    ``.py`` file, unreadable, not valid Python, raises while it runs or in ``get_config``, has no
+    ``get_config``, takes other arguments than given, returns something else than a ConfigDict,
+    or defines other fields than `configs.get_default`. Exceptions raised by the file's code are
+    chained to the `ConfigError` (``__cause__``).
+    """
+    path, colon, config_arg = argument.partition(":")
+    args = (config_arg,) if colon else ()
+    if not path:
+        raise ConfigError(f"--config={argument} names no file: pass {_PRESETS_HINT}")
+    if not os.path.lexists(path):
+        raise ConfigError(f"config file {path} does not exist; {_missing_file_hint(path)}")
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder, not a file; pass a .py file such as "
+                          "vae_jax/configs/default.py")
+    if not path.endswith(".py"):
+        raise ConfigError(f"config file {path} is not a Python file (.py): pass {_PRESETS_HINT}, "
+                          "whose get_config() returns an ml_collections.ConfigDict")
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}; "
+                          "check that it exists and that you may read it") from error
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as error:  # ValueError: null bytes (Python < 3.12)
+        if isinstance(error, SyntaxError):
+            where = f"{path}:{error.lineno}" if error.lineno else path
+            problem = f"{type(error).__name__}: {error.msg}"
+        else:
+            where, problem = path, _describe(error)
+        raise ConfigError(f"config file {where} is not valid Python ({problem}); fix the "
+                          "file") from error
+    module = types.ModuleType(module_name)
+    module.__file__ = path
+    sys.modules[module_name] = module  # as ml_collections does (dataclasses and pickle need it)
+    try:
+        exec(code, module.__dict__)  # pylint: disable=exec-used
+    except Exception as error:  # the file's own code failed: say where, keep it as the cause
+        raise ConfigError(f"config file {_line_in(error, path)} raised {_describe(error)} while "
+                          "it ran; fix the file") from error
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(f"config file {path} defines no get_config() function; it must "
+                          "define get_config() returning an ml_collections.ConfigDict, as "
+                          "vae_jax/configs/default.py does")
+    try:
+        inspect.signature(get_config).bind(*args)
+    except TypeError:
+        if args:
+            raise ConfigError(f"get_config() of config file {path} takes no argument, but "
+                              f"--config={argument} passes {config_arg!r}: drop "
+                              f"':{config_arg}'") from None
+        raise ConfigError(f"get_config() of config file {path} needs an argument: pass it as "
+                          f"--config={path}:ARG") from None
+    except ValueError:  # no signature to check (a builtin): let the call tell
+        pass
+    try:
+        config = get_config(*args)
+    except Exception as error:  # the file's own code failed: say where, keep it as the cause
+        raise ConfigError(f"get_config() of config file {_line_in(error, path)} raised "
+                          f"{_describe(error)}; fix the file") from error
+    if not isinstance(config, ml_collections.ConfigDict):
+        returned = ("None (is its return statement missing?)" if config is None
+                    else f"a {type(config).__name__}")
+        raise ConfigError(f"get_config() of config file {path} returned {returned}, not an "
+                          "ml_collections.ConfigDict")
+    configs.check_field_names(config, f"config file {path}")
+    config.lock()
+    return config
+
+
+class _ConfigFileParser(flags.ArgumentParser):
+    """ml_collections' ``--config`` file parser, with `load_config_file`'s one-line errors."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def parse(self, argument):
+        return load_config_file(argument, f"{self.name}_config")
+
+    def flag_type(self):
+        return "config object"
+
+
 def define_config_flag(usage: str) -> flags.FlagHolder:
     """Defines ``--config`` (a preset file, default `configs.DEFAULT_CONFIG`, locked so that an
     unknown field is an error). ml_collections reads the overrides already here, so a bad one
-    exits at once."""
+    exits at once. A ``--config=FILE`` on the command line is read by `load_config_file` when
+    the flags are parsed (`flags_parser` prints its `ConfigError`)."""
     try:
-        return config_flags.DEFINE_config_file(
+        holder = config_flags.DEFINE_config_file(
             "config", configs.DEFAULT_CONFIG,
             "Preset config file (default: vae_jax/configs/default.py).", lock_config=True)
     except _OVERRIDE_ERRORS as error:
         _exit_bad_override(error, usage)
         raise  # unreachable: sys.exit raised
+    # The default was read above; the file given on the command line is read at parse time.
+    flags.FLAGS[holder.name].parser = _ConfigFileParser(holder.name)
+    return holder
 
 
 def flags_parser(usage: str) -> Callable:
@@ -40,6 +169,8 @@ def flags_parser(usage: str) -> Callable:
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:
+            if isinstance(error.__context__, ConfigError):  # absl wraps the parser's ValueError
+                sys.exit(f"error: {error.__context__}")
             sys.exit(f"error: {error}\nUsage: {usage}")
         except _OVERRIDE_ERRORS as error:
             _exit_bad_override(error, usage)

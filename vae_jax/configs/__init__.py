@@ -59,16 +59,23 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks types and ranges of every field; returns `config` or raises `ConfigError`."""
+def check_field_names(config: ml_collections.ConfigDict, source: str = "") -> None:
+    """Raises `ConfigError` when `config` has a field the default preset lacks, or lacks one of
+    its fields; `source` (e.g. "config file F") says in the message where `config` came from."""
     default = get_default()
+    where = f"{source}: " if source else ""
     unknown = sorted(set(config.keys()) - set(default.keys()))
     if unknown:
-        raise ConfigError(f"unknown config field(s): {', '.join(unknown)}; "
+        raise ConfigError(f"{where}unknown config field(s): {', '.join(unknown)}; "
                           f"known fields are {', '.join(sorted(default.keys()))}")
     missing = sorted(set(default.keys()) - set(config.keys()))
     if missing:
-        raise ConfigError(f"config is missing field(s): {', '.join(missing)}")
+        raise ConfigError(f"{where}config is missing field(s): {', '.join(missing)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks types and ranges of every field; returns `config` or raises `ConfigError`."""
+    check_field_names(config)
     _require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
              "a TFDS image dataset name such as 'mnist'")
     for field in ("num_epochs", "batch_size", "latent_dim", "max_to_keep", "save_every_epochs",
