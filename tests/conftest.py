@@ -1,10 +1,35 @@
-"""Shared fixtures: small synthetic data and the location of the real MNIST files."""
+"""Shared fixtures: small synthetic data and the location of the real MNIST files; the
+hypothesis settings profiles.
+
+Hypothesis profiles, loaded here before any test module is imported (so every ``@settings``
+inherits from the profile):
+
+- ``ci`` (loaded whenever the environment variable CI is set): derandomized — the examples are a
+  fixed function of each test — with no example database, so a CI run cannot fail by chance or
+  because of a failure saved by an earlier run; no deadline (JAX compiles on first call); a failure
+  prints the blob that reproduces it (``@reproduce_failure``); no timing-based health check.
+- ``dev`` (otherwise; or name one with HYPOTHESIS_PROFILE): random examples that explore more
+  inputs from run to run, the local database that replays past failures first, no deadline.
+
+Statistical tests (a 5-standard-error tolerance fails by chance about once in 10⁶ draws per
+check) pass ``derandomize=True`` themselves, so they are deterministic in every profile.
+"""
 
 import os
 import pathlib
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Both from hypothesis's own defaults (it loads a built-in "ci" profile by itself when it detects
+# CI, which must not leak into "dev"). The too_slow health check is timing-based: off in both.
+_DEFAULTS = settings.get_profile("default")
+settings.register_profile("ci", _DEFAULTS, derandomize=True, database=None, deadline=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", _DEFAULTS, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("VAE_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
