@@ -103,3 +103,56 @@ def test_categorical_kl_is_not_symmetric():
 def test_outputs_are_float32_scalars():
     chex.assert_shape(D.gaussian_kl_to_standard_normal(jnp.zeros(4), jnp.zeros(4)), ())
     chex.assert_type(D.bernoulli_log_prob(jnp.zeros((2, 3)), jnp.ones((2, 3))), jnp.float32)
+
+
+# --- Float32: no cancellation, no NaN (issue 14, item 6) ---------------------------------------
+
+def _bernoulli_float64(logits, x):
+    """Σ x log σ(ℓ) + (1 − x) log σ(−ℓ) in float64, from the float32 inputs."""
+    logits, x = np.float64(logits), np.float64(x)
+    return np.sum(-x * np.logaddexp(0, -logits) - (1 - x) * np.logaddexp(0, logits))
+
+
+@pytest.mark.parametrize("logit,x", [(1e4, 0.99999), (-1e4, 1e-5), (3e5, 0.5), (-2e3, 0.999),
+                                     (1e30, 1 - 2**-24), (50.0, 0.9999999)])
+def test_bernoulli_log_prob_is_exact_for_grey_levels_at_large_logits(logit, x):
+    # x·ℓ − softplus(ℓ) cancelled here: ℓ = 1e4, x = 0.99999 gave −0.100586 (exact −0.100136).
+    logits, data = jnp.array([logit], jnp.float32), jnp.array([x], jnp.float32)
+    np.testing.assert_allclose(D.bernoulli_log_prob(logits, data), _bernoulli_float64(logits, data),
+                               rtol=1e-6)
+
+
+def test_bernoulli_log_prob_gradients_are_analytic_at_a_zero_logit():
+    # |ℓ| has no derivative at 0; the custom JVP gives x − σ(0) = x − ½ and ∂/∂x = ℓ, and second
+    # derivatives −σ(ℓ)(1 − σ(ℓ)) = −¼ there.
+    logits, x = jnp.zeros(3), jnp.array([0.0, 0.3, 1.0])
+    grad_logits, grad_x = jax.grad(D.bernoulli_log_prob, argnums=(0, 1))(logits, x)
+    np.testing.assert_allclose(grad_logits, x - 0.5, atol=1e-7)
+    np.testing.assert_allclose(grad_x, 0.0)
+    np.testing.assert_allclose(jax.hessian(D.bernoulli_log_prob)(logits, x), -0.25 * np.eye(3),
+                               atol=1e-7)
+    logits = jnp.array([-3.0, 2.0, 1e4])
+    np.testing.assert_allclose(jax.grad(D.bernoulli_log_prob, argnums=1)(logits, x), logits)
+    sigmoid = 1 / (1 + np.exp(-np.float64(logits)))
+    np.testing.assert_allclose(jnp.diag(jax.hessian(D.bernoulli_log_prob)(logits, x)),
+                               -sigmoid * (1 - sigmoid), rtol=1e-5, atol=1e-12)
+
+
+def test_gaussian_log_prob_is_finite_at_an_exact_match_with_a_tiny_variance():
+    # (x − μ)²·exp(−log σ²) was 0·∞ = NaN at x = μ, log σ² = −100; the exact value is finite.
+    x, log_variance = jnp.array([0.25, -1.0]), jnp.array([-100.0, -300.0])
+    value, grads = jax.value_and_grad(D.gaussian_log_prob, argnums=(0, 1, 2))(x, x, log_variance)
+    np.testing.assert_allclose(value, -0.5 * np.sum(math.log(2 * math.pi) + log_variance),
+                               rtol=1e-6)
+    np.testing.assert_allclose(grads[0], 0.0)
+    np.testing.assert_allclose(grads[1], 0.0)
+    np.testing.assert_allclose(grads[2], -0.5)
+
+
+@pytest.mark.parametrize("log_variance", [1e-4, -1e-4, 1e-3, -1e-3, 1e-2, -3e-2])
+def test_gaussian_kl_is_accurate_near_the_prior(log_variance):
+    # σ² − 1 − log σ² cancels for log σ² near 0 (exp then −1 lost all but a few digits: 8.3e-9
+    # for 2.5e-9 at 1e-4); expm1(log σ²) − log σ² keeps about three.
+    value = D.gaussian_kl_to_standard_normal(jnp.zeros(1), jnp.array([log_variance]))
+    t = np.float64(np.float32(log_variance))
+    np.testing.assert_allclose(value, 0.5 * (np.expm1(t) - t), rtol=2e-3)

@@ -24,6 +24,13 @@ the mean over the pixels of one example (the notes' code computes the mean *squa
 the root, under the name "RMSE"; `mse` is that, `rmse` takes the root). The decoder output passes
 through a sigmoid, as in the notes. These are not log-densities, so the ELBO reported with them is
 not a bound on log p(x).
+
+Every `log_prob` takes x and `decoded` of one shape (`vae_jax.ShapeError` otherwise; a static
+check, free under jit) and is float32-stable: its value is finite for every finite logit (Bernoulli,
+mse, rmse) and at an exact reconstruction for any σ (Gaussian), and its gradients in x, `decoded`
+and its own params are finite wherever the value is (rmse: gradient 0 at an exact reconstruction,
+where √ has none). Values of x are not checked here (that needs a host sync; see
+`vae_jax.model.check_data_values`).
 """
 
 import math
@@ -61,12 +68,26 @@ def _require_float(x: jax.Array) -> None:
 
 
 def squared_error_mean(x: jax.Array, x_hat: jax.Array) -> jax.Array:
-    """MSE of one example: (1/D) Σᵢ (xᵢ − x̂ᵢ)², the mean over all its D values."""
+    """MSE of one example: (1/D) Σᵢ (xᵢ − x̂ᵢ)², the mean over all its D values.
+
+    x and x̂ must have one shape (`vae_jax.ShapeError` otherwise, a static check under jit too)."""
+    distributions.check_one_shape("squared_error_mean", x=x, x_hat=x_hat)
     return jnp.mean(jnp.square(x - x_hat))
 
 
+def _safe_sqrt(value: jax.Array) -> jax.Array:
+    """√value for value ≥ 0, with gradient 0 (not ∞·0 = NaN) at value = 0.
+
+    d√u/du = 1/(2√u) is infinite at 0; the double `where` keeps that branch away from 0, so the
+    chain rule never multiplies ∞ by 0. At an exact reconstruction the RMSE is at its minimum 0,
+    where 0 is a valid subgradient of the RMSE as a function of x̂."""
+    positive = value > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, value, 1.0)), 0.0)
+
+
 def bernoulli() -> Likelihood:
-    """p(x|z) = Π Bern(xᵢ; sigmoid(ℓᵢ)); `decoded` are the logits ℓ."""
+    """p(x|z) = Π Bern(xᵢ; sigmoid(ℓᵢ)); `decoded` are the logits ℓ, x in [0, 1] (grey levels
+    give the continuous cross-entropy); `vae_jax.distributions.bernoulli_log_prob`, in nats."""
 
     def log_prob(params, x, logits):
         del params
@@ -107,7 +128,8 @@ def gaussian(scale: str = "fixed", sigma: float = 1.0) -> Likelihood:
 def squared_error(alpha: float = 1.0, root: bool = False) -> Likelihood:
     """The notes' reconstruction term −α·MSE (or −α·RMSE with `root`), x̂ = sigmoid(decoded).
     `alpha` may be a traced value (a swept hyperparameter); its range is then the caller's to
-    check."""
+    check. With `root` the gradient at an exact reconstruction (MSE = 0) is 0, a subgradient of
+    the RMSE at its minimum, where d√u/du = ∞ would make it NaN."""
     if not _is_traced(alpha) and not alpha >= 0:
         raise ConfigError(f"config.alpha must be non-negative, got {alpha!r}")
 
@@ -115,7 +137,7 @@ def squared_error(alpha: float = 1.0, root: bool = False) -> Likelihood:
         del params
         _require_float(x)
         mse = squared_error_mean(x, jax.nn.sigmoid(logits))
-        return -alpha * (jnp.sqrt(mse) if root else mse)
+        return -alpha * (_safe_sqrt(mse) if root else mse)
 
     return Likelihood("rmse" if root else "mse", lambda input_shape: {}, log_prob, jax.nn.sigmoid)
 
