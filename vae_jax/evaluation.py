@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from vae_jax import data, distributions, iwae, objectives, runs
 from vae_jax.errors import ConfigError
-from vae_jax.model import VAE, Params
+from vae_jax.model import VAE, Params, check_data_values, check_input
 
 EVAL_FILE = "eval.json"
 DEFAULT_NUM_SAMPLES = 5000
@@ -132,6 +132,13 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
       A JSON-ready dict with the keys of the module docstring (floats, and lists for the per-dim
       entries), plus "num_examples", "num_samples", "latent_dim", "active_unit_threshold" and
       "time_s" (wall time, compilation included).
+
+    Raises:
+      ConfigError: a bad `num_samples` or `batch_size`, or a plain autoencoder.
+      ShapeError: x is not floating point of shape (N ≥ 1, *vae.input_shape).
+      DataError: x holds NaN or ±∞, or, for a Bernoulli likelihood, values outside [0, 1]
+        (`vae_jax.model.check_data_values`; x is concrete here: evaluate is not jit-able, it
+        brings x to the host once and loops over jitted batches).
     """
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -140,9 +147,8 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
         raise ConfigError("evaluation needs a stochastic encoder q(z|x); this model is a plain "
                           "autoencoder (config.model='ae'), which has no ELBO or likelihood bound")
     x = np.asarray(x)
-    if x.ndim == 0 or tuple(x.shape[1:]) != tuple(vae.input_shape) or len(x) == 0:
-        raise ConfigError(f"x must have shape (N ≥ 1, {', '.join(map(str, vae.input_shape))}), "
-                          f"got {x.shape}")
+    check_input(vae, x, "evaluate", batched=True)
+    check_data_values(vae, x, "x")
     start_time = time.perf_counter()
     num_examples = len(x)
     num_batches = -(-num_examples // batch_size)

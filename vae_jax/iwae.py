@@ -19,6 +19,12 @@ of the cancellation in (z − μ)/σ). p(x|z) is whatever the model's `log_likel
 
 Every function here is written for ONE example and is pure: jit, vmap and grad it as you like.
 `batch_iwae_bound` is the vmapped form. All values are in nats.
+
+Input checks (`vae_jax.ShapeError`, one line; `ConfigError` for K, the chunk size or a plain
+autoencoder): x must have exactly the shape the function takes — `model.input_shape` for one
+example, (B, *model.input_shape) for `batch_iwae_bound` and `iwae_loss` — and be floating point;
+`key` must be one typed key of shape (); ε must be (n, latent_dim). All read static shapes, dtypes
+and Python ints, so they run under `jax.jit` at trace time; values are not checked here.
 """
 
 import math
@@ -27,8 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions, objectives
-from vae_jax.errors import ConfigError
-from vae_jax.model import VAE, Params
+from vae_jax.errors import ConfigError, ShapeError
+from vae_jax.model import VAE, Params, check_input
 
 
 def _check(model: VAE, num_samples: int, chunk_size: int | None) -> None:
@@ -45,8 +51,11 @@ def sample_noise(key: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Arr
     """ε_k ~ N(0, I) for each sample index k in `indices` (shape (n,)): (n, latent_dim).
 
     ε_k comes from ``fold_in(key, k)`` alone, so it does not depend on which other samples are
-    drawn with it.
+    drawn with it. Raises `ShapeError` unless `key` is one typed key and `indices` is 1-D.
     """
+    distributions.check_key(key)
+    if jnp.ndim(indices) != 1:
+        raise ShapeError(f"sample_noise: indices must have shape (n,), got {jnp.shape(indices)}")
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
     return jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys)
 
@@ -80,7 +89,15 @@ def log_importance_weights(model: VAE, params: Params, x: jax.Array,
 
     Returns:
       The n log-weights, shape (n,), in nats; differentiable in `params` (reparameterisation).
+
+    Raises:
+      ShapeError: x is not one float example of shape `model.input_shape`, or epsilon is not
+        (n, latent_dim); static checks, under jit too.
     """
+    check_input(model, x, "log_importance_weights", batched=False)
+    if jnp.ndim(epsilon) != 2 or jnp.shape(epsilon)[1] != model.latent_dim:
+        raise ShapeError(f"log_importance_weights: epsilon must have shape (n, {model.latent_dim}) "
+                         f"(one row of noise per sample), got {jnp.shape(epsilon)}")
     log_px_z, log_prior_ratio, _ = _log_weight_terms(model, params, x[None], epsilon[None])
     return log_px_z[0] + log_prior_ratio[0]
 
@@ -105,8 +122,15 @@ def iwae_bound(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_sam
 
     Returns:
       A scalar, in nats; differentiable in `params`.
+
+    Raises:
+      ConfigError: a plain autoencoder, or a bad `num_samples` or `chunk_size`.
+      ShapeError: x is not one float example of shape `model.input_shape` (a batch points to
+        `batch_iwae_bound`), or `key` is not one typed key; static checks, under jit too.
     """
     _check(model, num_samples, chunk_size)
+    check_input(model, x, "iwae_bound", batched=False)
+    distributions.check_key(key)
     chunk = num_samples if chunk_size is None else min(chunk_size, num_samples)
     num_chunks = -(-num_samples // chunk)
 
@@ -122,10 +146,14 @@ def iwae_bound(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_sam
 
 def batch_iwae_bound(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int,
                      chunk_size: int | None = None) -> jax.Array:
-    """`iwae_bound` vmapped over a batch x of shape (B, *input_shape): shape (B,).
+    """`iwae_bound` vmapped over a batch x of shape (B, *input_shape): shape (B,), in nats.
 
-    `key` is split into one independent key per example.
+    `key` (one typed key, shape ()) is split into one independent key per example. Raises as
+    `iwae_bound`, with x a float batch (B ≥ 1, *model.input_shape).
     """
+    _check(model, num_samples, chunk_size)
+    check_input(model, x, "batch_iwae_bound", batched=True)
+    distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
     return jax.vmap(iwae_bound, in_axes=(None, None, 0, 0, None, None))(
         model, params, x, keys, num_samples, chunk_size)
@@ -138,8 +166,11 @@ def iwae_objective(model: VAE, params: Params, x: jax.Array, key: jax.Array,
 
     The gradient is the reparameterised one of Burda et al. (a weighted mean of the K samples'
     gradients, with normalised importance weights). Scalar, in nats; `jax.grad` it in `params`,
-    vmap it over a batch. A training loss is −mean over the batch (`iwae_loss`).
+    vmap it over a batch. A training loss is −mean over the batch (`iwae_loss`). Raises as
+    `iwae_bound`.
     """
+    _check(model, num_samples, None)
+    check_input(model, x, "iwae_objective", batched=False)
     return iwae_bound(model, params, x, key, num_samples)
 
 
@@ -150,8 +181,12 @@ def iwae_terms(model: VAE, params: Params, x: jax.Array, key: jax.Array,
     Returns `ELBOTerms` whose ``objective`` is log p̂_K(x) (what IWAE training maximises), whose
     ``reconstruction`` is (1/K) Σ_k log p(x|z_k) and whose ``kl`` is the closed-form
     KL(q(z|x) ‖ N(0, I)); so ``.elbo`` is the K-sample ELBO estimate and ``objective ≥ elbo`` in
-    expectation.
+    expectation. x: one example, shape `model.input_shape`; key: one typed key, shape (). Raises
+    as `iwae_bound`.
     """
+    _check(model, num_samples, None)
+    check_input(model, x, "iwae_terms", batched=False)
+    distributions.check_key(key)
     return jax.tree.map(lambda term: term[0],
                         _batch_iwae_terms(model, params, x[None], key[None], num_samples))
 
@@ -174,8 +209,12 @@ def iwae_loss(params: Params, model: VAE, x: jax.Array, key: jax.Array,
     """Training loss −mean_batch log p̂_K(x) and the batch means of `iwae_terms`, for `jax.grad`
     with ``has_aux=True``; the drop-in counterpart of `vae_jax.objectives.loss` (β has no place
     in the IWAE bound, K takes its argument slot). x has shape (B, *input_shape); `key` is split
-    into one key per example.
+    into one key per example. Raises as `iwae_bound`, with x a float batch
+    (B ≥ 1, *model.input_shape).
     """
+    _check(model, num_samples, None)
+    check_input(model, x, "iwae_loss", batched=True)
+    distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
     means = jax.tree.map(jnp.mean, _batch_iwae_terms(model, params, x, keys, num_samples))
     return -means.objective, means

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.errors import ConfigError, ShapeError
-from vae_jax.model import VAE, Params
+from vae_jax.model import VAE, Params, check_data_values, check_input
 
 DEFAULT_CHUNK_SIZE = 1000
 
@@ -64,6 +64,11 @@ def encode_means(vae: VAE, params: Params, x: jax.Array,
 
     Returns:
       (N, latent_dim) means.
+
+    Raises:
+      ShapeError: x is not (N, *input_shape) (static, under jit too).
+      DataError: a concrete x holds NaN or ±∞, or values outside [0, 1] for a Bernoulli
+        likelihood (`vae_jax.model.check_data_values`); a traced x (under jit) is not checked.
     """
     return _encode_chunked(vae, params, x, chunk_size)[0]
 
@@ -72,7 +77,8 @@ def encode_posterior(vae: VAE, params: Params, x: jax.Array,
                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
     """The parameters (μ, log σ²) of q(z|x_n) for a data set x (N, *input_shape), `chunk_size`
     examples at a time: two (N, latent_dim) arrays. Raises `ConfigError` for a plain
-    autoencoder, which has no q(z|x) (use `encode_means` for its codes)."""
+    autoencoder, which has no q(z|x) (use `encode_means` for its codes), and `ShapeError` /
+    `DataError` as `encode_means`."""
     _require_stochastic(vae, "encode_posterior")
     return _encode_chunked(vae, params, x, chunk_size)
 
@@ -81,9 +87,10 @@ def _encode_chunked(vae: VAE, params: Params, x: jax.Array,
                     chunk_size: int) -> tuple[jax.Array, Optional[jax.Array]]:
     chunk_size = _positive_int("chunk_size", chunk_size)
     shape = tuple(jnp.shape(x))
-    if shape[1:] != tuple(vae.input_shape):
+    if len(shape) != len(vae.input_shape) + 1 or shape[1:] != tuple(vae.input_shape):
         raise ShapeError(f"x must have shape (N, {', '.join(map(str, vae.input_shape))}), "
                          f"got {shape}")
+    check_data_values(vae, x, "x")  # concrete x only; nothing under jit
     return jax.lax.map(lambda example: vae.encode(params, example), x,
                        batch_size=min(chunk_size, max(shape[0], 1)))
 
@@ -234,7 +241,10 @@ def interpolate_images(vae: VAE, params: Params, x0: jax.Array, x1: jax.Array, n
                        spherical: bool = False) -> jax.Array:
     """Decodes the path between the posterior means of two examples x0, x1 (*input_shape each):
     z = `lerp` (or `slerp` with `spherical`) of μ(x0), μ(x1). Returns (num, *input_shape);
-    the first and last images are the reconstructions E[x|μ(x0)] and E[x|μ(x1)]."""
+    the first and last images are the reconstructions E[x|μ(x0)] and E[x|μ(x1)]. Raises
+    `ShapeError` unless x0 and x1 are single float examples (static, under jit too)."""
+    check_input(vae, x0, "interpolate_images", batched=False)
+    check_input(vae, x1, "interpolate_images", batched=False)
     z0, _ = vae.encode(params, x0)
     z1, _ = vae.encode(params, x1)
     path = (slerp if spherical else lerp)(z0, z1, num)

@@ -20,9 +20,10 @@ import flax.linen as nn
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vae_jax import likelihoods, networks
-from vae_jax.errors import ConfigError, ShapeError
+from vae_jax.errors import ConfigError, DataError, ShapeError
 
 Params = Any  # a pytree of arrays: {"encoder": ..., "decoder": ...}
 
@@ -43,6 +44,8 @@ class VAE(NamedTuple):
       input_shape: the shape of one example, e.g. (28, 28, 1).
       latent_dim: the size of z.
       stochastic: False for the plain autoencoder: no variance, no sampling, no KL.
+      likelihood: the name of p(x|z) (one of `vae_jax.likelihoods.LIKELIHOODS`), or None for a
+        hand-made one; it decides which data values `check_data_values` accepts.
     """
 
     init: Callable[[jax.Array], Params]
@@ -53,6 +56,7 @@ class VAE(NamedTuple):
     input_shape: tuple[int, ...]
     latent_dim: int
     stochastic: bool = True
+    likelihood: Optional[str] = None
 
 
 def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]) -> None:
@@ -64,6 +68,62 @@ def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]
         raise ShapeError(
             f"{name} must be a floating-point array, got dtype {jnp.result_type(array)}; "
             "scale integer pixels to [0, 1] first")
+
+
+def check_input(model: "VAE", x: jax.Array, function: str, batched: bool) -> None:
+    """Raises `ShapeError` unless x is float data of shape `model.input_shape` (one example) or
+    (B, *model.input_shape) with B ≥ 1 (`batched`). It reads the static shape and dtype only, so it
+    runs under jit, vmap and grad (at trace time) and adds nothing to the compiled computation.
+
+    `function` names the caller in the one-line message, which points to the batched (or
+    single-example) counterpart when x is one of those instead.
+    """
+    shape, expected = tuple(jnp.shape(x)), tuple(model.input_shape)
+    dims = ", ".join(map(str, expected))
+    if batched and (len(shape) != len(expected) + 1 or shape[1:] != expected or shape[0] == 0):
+        hint = (f"; {function} takes a batch: pass x[None] for one example"
+                if shape == expected else "")
+        raise ShapeError(f"{function}: x must have shape (B ≥ 1, {dims}) (a batch of "
+                         f"model.input_shape), got {shape}{hint}")
+    if not batched and shape != expected:
+        hint = (f"; use {_BATCHED.get(function, 'jax.vmap(' + function + ')')} for a batch"
+                if shape[1:] == expected else "")
+        raise ShapeError(f"{function}: x must be one example of shape ({dims}) "
+                         f"(model.input_shape), got {shape}{hint}")
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise ShapeError(f"{function}: x must be a floating-point array, got dtype "
+                         f"{jnp.result_type(x)}; scale integer pixels to [0, 1] first "
+                         "(vae_jax.data.to_unit_interval)")
+
+
+def check_data_values(model: "VAE", x, name: str = "x") -> None:
+    """Raises `vae_jax.DataError` for data that `model` cannot score: NaN or ±∞ anywhere, and for a
+    Bernoulli likelihood values outside [0, 1] (`vae_jax.data.check_unit_interval`, whose messages
+    the scripts print). Other likelihoods (Gaussian, mse, rmse, hand-made ones) take any finite
+    value.
+
+    It reads values, so it needs a concrete array: it brings the minimum and maximum to the host
+    once (a host sync) and does nothing for a traced x (inside `jax.jit`, `vmap` or `grad`). Call
+    it where a whole data set enters (`vae_jax.evaluation.evaluate`, `vae_jax.latent.encode_means`
+    do), never per training step. `name` says what x is in the message.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return
+    if model.likelihood == "bernoulli":
+        from vae_jax import data  # pylint: disable=import-outside-toplevel  (keeps imports light)
+        data.check_unit_interval(x, name)
+        return
+    x = np.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.size and not np.all(np.isfinite(x)):
+        likelihood = f"the {model.likelihood}" if model.likelihood else "the model's"
+        raise DataError(f"{name} holds NaN or infinite values; {likelihood} likelihood needs "
+                        "finite data: remove or replace them (e.g. numpy.nan_to_num) first")
+
+
+# The batched counterpart of each single-example function, named in check_input's messages.
+_BATCHED = {"elbo": "vae_jax.batch_elbo", "iwae_bound": "iwae.batch_iwae_bound",
+            "iwae_objective": "iwae.iwae_loss", "iwae_terms": "iwae.iwae_loss",
+            "log_importance_weights": "jax.vmap(iwae.log_importance_weights)"}
 
 
 def _positive_int(name: str, value) -> int:
@@ -103,7 +163,7 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
         return likelihood.log_prob(params.get("likelihood", {}), x, decoded)
 
     return VAE(init, encode, decode, log_likelihood, likelihood.mean, input_shape, latent_dim,
-               stochastic)
+               stochastic, likelihood.name)
 
 
 def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[int],

@@ -11,6 +11,13 @@ because the dropped KL(q ‖ p(z|x)) is ≥ 0. The first term is the *reconstruc
 E_q[log p(x|z)] − β·KL, which equals the ELBO at β = 1.
 
 All values are in nats per example. Losses for training are −objective averaged over the batch.
+
+Input checks (`vae_jax.ShapeError`, one line): x must have exactly the shape the function takes —
+`model.input_shape` for `elbo`, (B, *model.input_shape) for `batch_elbo` and `loss` — and be
+floating point; `key` must be one typed key of shape (). These read static shapes and dtypes, so
+they run under `jax.jit` (at trace time) and cost nothing per step. Values (NaN, range) are not
+checked here: that needs the data on the host, which `vae_jax.evaluation.evaluate` and the scripts
+do once per data set.
 """
 
 from typing import NamedTuple
@@ -20,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from vae_jax import distributions
-from vae_jax.model import VAE, Params
+from vae_jax.model import VAE, Params, check_input
 
 
 class ELBOTerms(NamedTuple):
@@ -71,7 +78,23 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
 
     Differentiable in `params` (reparameterisation); use `batch_elbo` for a batch. For the plain
     autoencoder (``model.stochastic`` False) z = μ(x), kl = 0 and `key` is unused.
+
+    Args:
+      model: the VAE (static under jit).
+      params: its parameters.
+      x: one example, float, shape `model.input_shape`.
+      key: one typed PRNG key, shape ().
+      beta: the KL weight β.
+
+    Returns:
+      `ELBOTerms` of scalars, in nats.
+
+    Raises:
+      ShapeError: x is not one float example of shape `model.input_shape` (a batch points to
+        `batch_elbo`), or `key` is not one typed key; static checks, under jit too.
     """
+    check_input(model, x, "elbo", batched=False)
+    distributions.check_key(key)
     reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x[None],
                                                                 key[None])
     kl = jnp.sum(kl_per_dim)
@@ -80,10 +103,16 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
 
 def batch_elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array,
                beta: float = 1.0) -> ELBOTerms:
-    """`elbo` vmapped over a batch x of shape (B, *input_shape): terms of shape (B,).
+    """`elbo` vmapped over a batch x of shape (B, *input_shape): terms of shape (B,), in nats.
 
-    `key` is split into one independent key per example.
+    `key` (one typed key, shape ()) is split into one independent key per example.
+
+    Raises:
+      ShapeError: x is not a float batch (B ≥ 1, *model.input_shape), or `key` is not one typed
+        key; static checks, under jit too.
     """
+    check_input(model, x, "batch_elbo", batched=True)
+    distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
     return jax.vmap(elbo, in_axes=(None, None, 0, 0, None))(model, params, x, keys, beta)
 
@@ -97,7 +126,24 @@ def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array, beta: float =
     with λ = `free_bits` nats per latent dimension (Kingma et al. 2016): dimensions whose
     batch-mean KL is below λ are not pushed further towards the prior. With λ = 0 this is
     −mean_b(reconstruction − β·kl). The returned terms are the true (unclipped) ones.
+
+    Args:
+      params: the model's parameters (differentiated).
+      model: the VAE (static under jit).
+      x: a float batch, shape (B, *model.input_shape).
+      key: one typed PRNG key, shape (); split into one key per example.
+      beta: the KL weight β.
+      free_bits: λ, in nats per latent dimension.
+
+    Returns:
+      (loss, `ELBOTerms` of batch means), scalars in nats per example.
+
+    Raises:
+      ShapeError: x is not a float batch (B ≥ 1, *model.input_shape), or `key` is not one typed
+        key; static checks at trace time, nothing is added to the compiled step.
     """
+    check_input(model, x, "loss", batched=True)
+    distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
     reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x, keys)
     mean_reconstruction = jnp.mean(reconstruction)
