@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import tensorflow_datasets as tfds
 
+import vae_jax
 from vae_jax import checkpointing, configs, model as model_lib, training
 
 NUM_EXAMPLES = 64  # 4 steps per epoch at batch size 16
@@ -60,4 +61,7 @@ def assert_bit_identical(tree_a, tree_b):
 
 
 if __name__ == "__main__":
-    train(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    try:
+        train(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    except vae_jax.VAEJaxError as error:  # as scripts/train.py reports it (vae_jax.cli.run)
+        sys.exit(f"error: {error}")

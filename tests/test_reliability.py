@@ -21,7 +21,7 @@ import vae_jax
 from conftest import REPO
 from mock_train import (NUM_EXAMPLES, assert_bit_identical, mocked_mnist, restore_latest,
                         small_config, train)
-from vae_jax import configs, data, training
+from vae_jax import configs, data, run_folder, training
 
 MOCK_TRAIN = str(REPO / "tests" / "mock_train.py")
 STEPS_PER_EPOCH = NUM_EXAMPLES // 16
@@ -75,8 +75,9 @@ class Training:
         """Whether it has restored its checkpoint and dropped the metrics lines after it."""
         return any(line.startswith("Resuming") for line in self.lines)
 
-    def kill_when(self, condition, timeout: float = 240.0) -> None:
-        """Sends SIGKILL as soon as `condition(self)` holds (polled every millisecond)."""
+    def kill_when(self, condition, timeout: float = 240.0, sig=signal.SIGKILL) -> None:
+        """Sends `sig` (SIGKILL: and waits for the end) as soon as `condition(self)` holds
+        (polled every millisecond)."""
         deadline = time.monotonic() + timeout
         while not condition(self):
             assert self.process.poll() is None, f"ended before the kill point: {self.lines}"
@@ -84,8 +85,9 @@ class Training:
                 self.process.kill()
                 pytest.fail(f"kill point not reached in {timeout} s: {self.lines}")
             time.sleep(0.001)
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(timeout=60) == -signal.SIGKILL
+        self.process.send_signal(sig)
+        if sig == signal.SIGKILL:
+            assert self.process.wait(timeout=60) == -signal.SIGKILL
 
 
 def _beyond_last_checkpoint(run: Training) -> bool:
@@ -199,10 +201,13 @@ DAMAGES = {"truncated": (_truncate, "cannot read its arrays"),
 
 
 def _snapshot(folder: str) -> dict[str, bytes]:
-    """Every file under `folder` with its contents, by relative path."""
+    """Every file under `folder` with its contents, by relative path; not the writer's lock file
+    (`vae_jax.run_folder`), which names the last process that wrote the folder."""
     files = {}
     for root, _, names in os.walk(folder):
         for name in names:
+            if name == run_folder.LOCK_FILE and root == folder:
+                continue
             with open(os.path.join(root, name), "rb") as f:
                 files[os.path.relpath(os.path.join(root, name), folder)] = f.read()
     return files

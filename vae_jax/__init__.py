@@ -26,6 +26,7 @@ from vae_jax.errors import (
     ShapeError,
     TrainingDivergedError,
     VAEJaxError,
+    WorkdirError,
 )
 from vae_jax.likelihoods import Likelihood
 from vae_jax.model import VAE, conv_vae, make_vae, mlp_vae
@@ -35,7 +36,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE", "ELBOTerms", "CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError",
-    "ShapeError", "TrainingDivergedError", "VAEJaxError", "Likelihood", "conv_vae", "make_vae",
+    "ShapeError", "TrainingDivergedError", "VAEJaxError",
+    "WorkdirError", "Likelihood", "conv_vae", "make_vae",
     "kl_weight_schedule",
     "batch_elbo", "bernoulli_log_prob", "categorical_kl", "elbo", "gaussian_kl_to_standard_normal",
     "gaussian_log_prob", "gaussian_sample", "loss", "mlp_vae", "standard_normal_log_prob",

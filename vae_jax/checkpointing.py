@@ -6,11 +6,17 @@ Each checkpoint is a step-numbered folder under ``WORKDIR/checkpoints`` with thr
 configuration as JSON) and ``digest`` (the SHA-256 of the state's arrays, `state_digest`).
 
 Orbax writes a checkpoint into a temporary folder and renames it when complete, so a process killed
-mid-save, even by SIGKILL, leaves no checkpoint that looks complete; the next `Checkpointer` on the
-folder removes the temporary one. Damage done later (files truncated, deleted or altered) is caught
-on restore: reading fails, or the restored arrays differ from the digest.
+mid-save, even by SIGKILL, leaves no checkpoint that looks complete; the next writing `Checkpointer`
+on the folder removes the temporary one. Damage done later (files truncated, deleted or altered) is
+caught on restore: reading fails, or the restored arrays differ from the digest.
+
+A `Checkpointer` opened with ``read_only=True`` (every reader of a run: `vae_jax.runs`) never
+deletes, moves or creates anything: it leaves temporary folders (a save in progress) and damaged
+checkpoints where they are. Saves are synchronous: the training loop waits for each anyway, and a
+save that fails raises `CheckpointError` at once, with nothing left running in the background.
 """
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -18,7 +24,7 @@ import logging
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -26,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from vae_jax import configs, distributed
+from vae_jax import configs, distributed, run_folder
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 
 
@@ -72,35 +78,85 @@ def _collect_abandoned_reads() -> None:
         asyncio_logger.setLevel(level)
 
 
+def _first_sentence(error: Exception) -> str:
+    """``Type: first sentence of the message`` (at most 160 characters) of an exception."""
+    first_sentence = re.split(r"(?<=\.)\s", str(error).strip() or "?", maxsplit=1)[0]
+    return f"{type(error).__name__}: {first_sentence[:160]}"
+
+
+@contextlib.contextmanager
+def _quiet_orbax_read_only_notice():
+    """Hides the warning Orbax logs for every read-only CheckpointManager ("Given directory is
+    read only"): reading is what a reader asked for."""
+    absl_logger = logging.getLogger("absl")
+    notice = lambda record: "is read only" not in record.getMessage()  # noqa: E731
+    absl_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(notice)
+
+
 class Checkpointer:
     """Saves and restores training state in ``directory`` with an Orbax CheckpointManager."""
 
-    def __init__(self, directory: str, max_to_keep: int = 3):
+    def __init__(self, directory: str, max_to_keep: int = 3, read_only: bool = False):
+        """Opens (and, unless `read_only`, creates) the checkpoint folder `directory`.
+
+        A writer removes temporary folders that a killed save left behind; a `read_only` one
+        changes nothing in `directory` and refuses to save.
+        """
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "config": ocp.JsonCheckpointHandler(),
-                           "digest": ocp.JsonCheckpointHandler()})
+        self.read_only = read_only
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else max_to_keep, create=not read_only,
+            cleanup_tmp_directories=not read_only, read_only=read_only,
+            enable_async_checkpointing=False)
+        with _quiet_orbax_read_only_notice():
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(),
+                               "config": ocp.JsonCheckpointHandler(),
+                               "digest": ocp.JsonCheckpointHandler()})
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
         """Writes `state` (a pytree of arrays), its digest and `config` as checkpoint `step`;
-        blocks until done. Raises `CheckpointError` when a checkpoint at `step` or later exists."""
-        written = self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(config_to_json(config)),
-            digest=ocp.args.JsonSave({"sha256": state_digest(state)})))
-        self._manager.wait_until_finished()
+        blocks until done.
+
+        Raises `CheckpointError` when a checkpoint at `step` or later exists, when this
+        `Checkpointer` is read-only, or when the save fails (a folder that cannot be written, a
+        full disk): one line naming the cause and the checkpoint that is kept. A failed save
+        leaves the older checkpoints as they were; its temporary folder, if any, is removed by the
+        next writer.
+        """
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only; cannot save")
+        previous = self.latest_step()
+        try:
+            written = self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                config=ocp.args.JsonSave(config_to_json(config)),
+                digest=ocp.args.JsonSave({"sha256": state_digest(state)})))
+            self._manager.wait_until_finished()
+        except Exception as error:  # pylint: disable=broad-exception-caught
+            # Orbax and TensorStore report I/O failures as OSError, ValueError or bare Exception.
+            raise CheckpointError(
+                f"could not save checkpoint {step} in {self.directory} ({_first_sentence(error)})"
+                f"; stopped, {run_folder.kept(previous)}; make the folder writable (or free space) and run the same "
+                "command again to resume") from None
         if not written:
             raise CheckpointError(f"checkpoint {step} was not written: {self.directory} already "
                                   f"holds checkpoint {self.latest_step()}")
 
     def saved_config(self, step: int) -> dict[str, Any]:
+        """The JSON config saved with checkpoint `step`; raises `DamagedCheckpointError` when it
+        cannot be read."""
+        return self._read(step, "its config", self._read_config, step)
+
+    def _read_config(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(
             config=ocp.args.JsonRestore()))["config"]
 
@@ -112,7 +168,7 @@ class Checkpointer:
         arrays whose shapes differ; raises `DamagedCheckpointError` when its files cannot be read
         or the restored arrays differ from the digest saved with them.
         """
-        saved = self._read(step, "its config", self.saved_config, step)
+        saved = self.saved_config(step)
         current = config_to_json(config)
         differences = incompatible_fields(saved, current)
         if differences:
@@ -135,23 +191,42 @@ class Checkpointer:
         """Restores the newest intact checkpoint into `template`: returns (step, state), or None
         when there is no checkpoint.
 
-        Damaged checkpoints newer than the one restored are moved aside to ``STEP.damaged`` (never
-        deleted), each with a warning on stderr, so that training can write those steps again.
-        When every checkpoint is damaged, raises `DamagedCheckpointError` naming each and leaves
-        them all in place. A checkpoint of another run raises `CheckpointError`, as in `restore`.
+        A writer moves damaged checkpoints newer than the one restored aside to ``STEP.damaged``
+        (never deleted), each with a warning on stderr, so that training can write those steps
+        again; a read-only `Checkpointer` warns and leaves them in place. When every checkpoint is
+        damaged, raises `DamagedCheckpointError` naming each and leaves them all in place. A
+        checkpoint of another run raises `CheckpointError`, as in `restore`.
+        """
+        return self.newest_intact(sorted(self._manager.all_steps(), reverse=True),
+                                  lambda step: self.restore(step, template, config))
+
+    def newest_intact(self, steps: list[int], restore: Callable[[int], Any],
+                      verb: str | None = "resumed from") -> tuple[int, Any] | None:
+        """``(step, restore(step))`` of the first of `steps` that `restore` reads without a
+        `DamagedCheckpointError`; None when `steps` is empty.
+
+        The damaged ones before it are moved aside (a writer) or left in place (read-only), each
+        with a warning on stderr saying so and "`verb` checkpoint STEP" (none when `verb` is None
+        and read-only). Raises
+        `DamagedCheckpointError` naming every step when all of them are damaged.
         """
         reasons: dict[int, str] = {}
-        for step in sorted(self._manager.all_steps(), reverse=True):
+        for step in steps:
             try:
-                state = self.restore(step, template, config)
+                result = restore(step)
             except DamagedCheckpointError as error:
                 reasons.update(error.reasons)
                 continue
             for bad_step, reason in reasons.items():
-                moved_to = self._move_aside(bad_step)
-                print(f"warning: checkpoint {bad_step} is damaged: {reason}; moved it to "
-                      f"{moved_to} and resumed from checkpoint {step}", file=sys.stderr, flush=True)
-            return step, state
+                if self.read_only and verb is None:
+                    continue
+                if self.read_only:
+                    done = "left it in place (training moves it aside when it resumes)"
+                else:
+                    done = f"moved it to {self._move_aside(bad_step)}"
+                print(f"warning: checkpoint {bad_step} is damaged: {reason}; {done} and {verb} "
+                      f"checkpoint {step}", file=sys.stderr, flush=True)
+            return step, result
         if not reasons:
             return None
         detail = "; ".join(f"checkpoint {step}: {reason}" for step, reason in reasons.items())
@@ -168,8 +243,7 @@ class Checkpointer:
         try:
             return read(*args, **kwargs)
         except Exception as error:  # pylint: disable=broad-exception-caught
-            first_sentence = re.split(r"(?<=\.)\s", str(error).strip() or "?", maxsplit=1)[0]
-            reason = f"cannot read {what} ({type(error).__name__}: {first_sentence[:160]})"
+            reason = f"cannot read {what} ({_first_sentence(error)})"
         _collect_abandoned_reads()
         raise self._damaged(step, reason)
 
@@ -178,7 +252,7 @@ class Checkpointer:
                                       {step: reason})
 
     def _move_aside(self, step: int) -> str:
-        """Renames checkpoint `step` to ``STEP.damaged`` (or ``STEP.damagedN``, never replacing
+        """(Writers only.) Renames checkpoint `step` to ``STEP.damaged`` (or ``STEP.damagedN``, never replacing
         anything), where Orbax no longer sees it; returns the new path."""
         source = os.path.join(self.directory, str(step))
         target, count = f"{source}.damaged", 1

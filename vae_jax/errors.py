@@ -45,3 +45,8 @@ class TrainingDivergedError(VAEJaxError, FloatingPointError):
     def __init__(self, message: str, step: int, epoch: int, terms: tuple[str, ...]):
         super().__init__(message)
         self.step, self.epoch, self.terms = step, epoch, terms
+
+
+class WorkdirError(ConfigError):
+    """The run folder (``--workdir``) cannot be used: it, or a folder or file in it that training
+    writes, is not writable, or another process is writing it (`vae_jax.run_folder`)."""

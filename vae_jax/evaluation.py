@@ -201,8 +201,10 @@ def evaluate_workdir(workdir: str, step: int | None = None,
                      seed: int = 0, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                      data_dir: str | None = None, manual_dir: str | None = None,
                      progress: bool | None = None) -> dict[str, Any]:
-    """Evaluates checkpoint `step` (None: the latest) of a `scripts/train.py` run in `workdir` on
-    its dataset's test split, and writes the report to ``workdir/eval.json``.
+    """Evaluates checkpoint `step` (None: the newest intact one, `vae_jax.runs.load_run`) of a
+    `scripts/train.py` run in `workdir` on its dataset's test split, and writes the report to
+    ``workdir/eval.json`` (atomically; nothing else in `workdir` changes). A read-only
+    `workdir` is evaluated all the same, with a warning that the report is not written.
 
     The model is the one the checkpoint's own config describes (not ``workdir/config.json``, which
     belongs to the last run started there). The test images are scaled to [0, 1] and, when the
@@ -221,12 +223,18 @@ def evaluate_workdir(workdir: str, step: int | None = None,
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
-    step, config = runs.load_config(workdir, step)
+    _, config = runs.load_config(workdir, step)  # every checkpoint of a run has one likelihood
     if config.likelihood in _NOT_DENSITIES:
         raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
                           "log-density, so there is no ELBO or log-likelihood to evaluate")
+    path = os.path.join(workdir, EVAL_FILE)
+    writable = os.access(workdir, os.W_OK) and (not os.path.exists(path)
+                                                or os.access(path, os.W_OK))
+    if not writable:  # a finished run kept read-only: evaluate it all the same
+        print(f"warning: {path} cannot be written (read-only); the report is only returned",
+              file=sys.stderr, flush=True)
     run = runs.load_run(workdir, step, data_dir, manual_dir)
-    config, dataset, vae, params = run.config, run.dataset, run.vae, run.params
+    config, dataset, vae, params, step = run.config, run.dataset, run.vae, run.params, run.step
 
     root = jax.random.key(seed)
     x = data.to_unit_interval(jax.device_put(dataset.test_images))
@@ -238,10 +246,14 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     report = {"workdir": os.path.abspath(workdir), "step": step, "epoch": run.epoch,
               "dataset": config.dataset, "binarized": bool(config.binarize), "seed": seed,
               **report}
-    path = os.path.join(workdir, EVAL_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(path + ".tmp", path)
+    if writable:
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+            os.replace(path + ".tmp", path)
+        except OSError as error:
+            print(f"warning: could not write {path} ({error.strerror}); the report is only "
+                  "returned", file=sys.stderr, flush=True)
     return report
 
 

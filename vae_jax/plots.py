@@ -511,13 +511,23 @@ def _pairs_of_different_classes(labels: np.ndarray, count: int) -> list[tuple[in
 def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optional[str] = None,
                       data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                       seed: int = 0) -> dict[str, str]:
-    """`visualize_run` of checkpoint `step` (None: the latest) of the run in `workdir`, into
-    `out_dir` (default ``workdir/plots``). Raises `vae_jax.VAEJaxError` subclasses for a missing
-    workdir, checkpoint or dataset (see `vae_jax.runs.load_run`)."""
-    from vae_jax import runs  # pylint: disable=import-outside-toplevel
+    """`visualize_run` of checkpoint `step` (None: the newest intact one) of the run in
+    `workdir`, into `out_dir` (default ``workdir/plots``), reading the run only. Raises
+    `vae_jax.VAEJaxError` subclasses for a missing workdir, checkpoint or dataset (see
+    `vae_jax.runs.load_run`), and `ConfigError` for an `out_dir` that cannot be written, before
+    any work."""
+    from vae_jax import run_folder, runs  # pylint: disable=import-outside-toplevel
     from vae_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
 
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
+    runs.resolve_step(workdir, step)
+    out_dir = out_dir or os.path.join(workdir, "plots")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        run_folder.probe_write(out_dir)
+    except OSError as error:
+        raise ConfigError(f"cannot write the pictures to {out_dir} ({error.strerror}); pass "
+                          "--out=FOLDER") from None
     run = runs.load_run(workdir, step, data_dir, manual_dir)
-    return visualize_run(run, out_dir or os.path.join(workdir, "plots"), seed)
+    return visualize_run(run, out_dir, seed)

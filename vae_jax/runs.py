@@ -5,19 +5,23 @@
 
 The model is the one the checkpoint's *own* config describes (not ``workdir/config.json``, which
 belongs to the last run started there), so a checkpoint always restores into the model that wrote
-it. The checkpoint layout is `vae_jax.training`'s (`training.to_checkpoint`); only
+it.
+
+Everything here only reads: checkpoints are opened read-only (`vae_jax.run_folder`), so loading a
+run while `scripts/train.py` saves into it is safe, and a damaged latest checkpoint is skipped with
+a warning (the newest intact one is loaded) but left where it is. The checkpoint layout is `vae_jax.training`'s (`training.to_checkpoint`); only
 `checkpoint_template` and `restore_params` here rely on it.
 """
 
 import contextlib
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
 
 from vae_jax import checkpointing, configs, data, model as model_lib, threefry, training
-from vae_jax.errors import CheckpointError
+from vae_jax.errors import CheckpointError, DamagedCheckpointError
 from vae_jax.model import VAE, Params
 
 
@@ -57,11 +61,14 @@ def checkpoint_steps(workdir: str) -> list[int]:
 def resolve_step(workdir: str, step: int | None = None) -> int:
     """`step` (None: the latest) after checking that `workdir` holds that checkpoint.
 
-    Raises `CheckpointError` for a missing workdir, a workdir without checkpoints, or a step that
-    is not there (the message lists the steps there are).
+    Raises `CheckpointError` for a missing workdir (or a file), a workdir without checkpoints, or
+    a step that is not there (the message lists the steps there are).
     """
-    if not os.path.isdir(workdir):
+    if not os.path.exists(workdir):
         raise CheckpointError(f"workdir {workdir!r} does not exist")
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"workdir {workdir!r} is not a directory: pass the folder of a "
+                              "training run")
     steps = checkpoint_steps(workdir)
     if not steps:
         raise CheckpointError(f"no checkpoint in {os.path.join(workdir, training.CHECKPOINT_DIR)}"
@@ -93,17 +100,6 @@ def checkpoint_template(vae: VAE, config: ml_collections.ConfigDict,
     return training.to_checkpoint(state)
 
 
-def read_saved_config(checkpointer: checkpointing.Checkpointer, step: int,
-                      workdir: str) -> dict[str, Any]:
-    """The JSON config saved with checkpoint `step`; `CheckpointError` when it cannot be read."""
-    try:
-        return checkpointer.saved_config(step)
-    except Exception as error:  # pylint: disable=broad-exception-caught
-        # Orbax reports a missing or unreadable item with bare Exceptions, among others.
-        raise CheckpointError(f"cannot read the config of checkpoint {step} in {workdir} "
-                              f"({type(error).__name__})") from error
-
-
 def restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VAE,
                    config: ml_collections.ConfigDict, saved_config: ml_collections.ConfigDict,
                    steps_per_epoch: int = 1) -> Params:
@@ -113,36 +109,85 @@ def restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VAE
     return training.from_checkpoint(tree, config.prng_impl).params
 
 
+def _open(workdir: str) -> checkpointing.Checkpointer:
+    return checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR),
+                                      read_only=True)
+
+
+def _candidates(workdir: str, step: int | None) -> list[int]:
+    """[step] after `resolve_step`, or (None) every step, newest first."""
+    if step is not None:
+        return [resolve_step(workdir, step)]
+    resolve_step(workdir)
+    return checkpoint_steps(workdir)[::-1]
+
+
 def load_config(workdir: str, step: int | None = None) -> tuple[int, ml_collections.ConfigDict]:
-    """(step, config) of checkpoint `step` (None: the latest) of the run in `workdir`, without
-    loading data or arrays: `resolve_step`, then the saved config over today's defaults."""
-    step = resolve_step(workdir, step)
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
+    """(step, config) of checkpoint `step` (None: the newest whose config is readable, silently
+    past damaged ones) of the run in `workdir`, without loading data or arrays: the saved config
+    over today's defaults.
+
+    Raises `CheckpointError` for a missing workdir, checkpoint or step, or an unreadable config.
+    """
+    steps = _candidates(workdir, step)
+    checkpointer = _open(workdir)
     with contextlib.closing(checkpointer):
-        return step, model_config(read_saved_config(checkpointer, step, workdir))
+        step, saved = checkpointer.newest_intact(steps, checkpointer.saved_config, verb=None)
+    return step, model_config(saved)
 
 
 def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
              manual_dir: str | None = None) -> Run:
-    """Restores checkpoint `step` (None: the latest) of the scripts/train.py run in `workdir`.
+    """Restores checkpoint `step` (None: the newest intact one) of the scripts/train.py run in
+    `workdir`, reading only: nothing in `workdir` changes.
 
     Loads the run's dataset (its name from the checkpoint's config; `data_dir` and `manual_dir`
     override the run's data location), builds the model the checkpoint's config describes for
-    that dataset's image shape, and restores the params into it.
+    that dataset's image shape, and restores the params into it. With `step` None, damaged newer
+    checkpoints are skipped with a warning on stderr, as training skips them (but left in place).
 
-    Raises `vae_jax.VAEJaxError` subclasses for bad input: no such workdir, checkpoint or step, an
-    unreadable checkpoint, or one that does not fit the model its config describes
-    (`CheckpointError`); a dataset that cannot be loaded (`DataError`).
+    Raises `vae_jax.VAEJaxError` subclasses for bad input: no such workdir, checkpoint or step, no
+    intact checkpoint, a damaged `step` (the message names the intact steps), or one that does
+    not fit the model its config describes (`CheckpointError`); a dataset that cannot be loaded
+    (`DataError`).
     """
-    step = resolve_step(workdir, step)
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
-    with contextlib.closing(checkpointer):
-        saved = read_saved_config(checkpointer, step, workdir)
+    steps = _candidates(workdir, step)
+    checkpointer = _open(workdir)
+    loaded: dict[str, Any] = {}
+
+    def restore(s: int) -> tuple[ml_collections.ConfigDict, VAE, Params]:
+        saved = checkpointer.saved_config(s)
         config = model_config(saved)
-        dataset = data.load_image_dataset(config.dataset, data_dir or config.data_dir,
-                                          manual_dir or config.manual_dir)
+        if "dataset" not in loaded:  # every checkpoint of a run has the same dataset
+            loaded["dataset"] = data.load_image_dataset(
+                config.dataset, data_dir or config.data_dir, manual_dir or config.manual_dir)
+        dataset = loaded["dataset"]
         vae = model_lib.from_config(config, dataset.image_shape)
         steps_per_epoch = max(1, len(dataset.train_images) // config.batch_size)
-        params = restore_params(checkpointer, step, vae, config, ml_collections.ConfigDict(saved),
+        params = restore_params(checkpointer, s, vae, config, ml_collections.ConfigDict(saved),
                                 steps_per_epoch)
-    return Run(config, vae, params, step, dataset, os.path.abspath(workdir))
+        return config, vae, params
+
+    with contextlib.closing(checkpointer):
+        if step is None:
+            step, (config, vae, params) = checkpointer.newest_intact(steps, restore,
+                                                                     verb="loaded")
+        else:
+            try:
+                config, vae, params = restore(step)
+            except DamagedCheckpointError as error:
+                intact = [s for s in checkpoint_steps(workdir)[::-1]
+                          if s != step and _is_intact(restore, s)]
+                hint = (f"intact checkpoints: steps {', '.join(map(str, intact))} (pass one as "
+                        "--step, or none for the newest)" if intact
+                        else "no other checkpoint is intact")
+                raise CheckpointError(f"{error}; {hint}") from None
+    return Run(config, vae, params, step, loaded["dataset"], os.path.abspath(workdir))
+
+
+def _is_intact(restore: Callable[[int], Any], step: int) -> bool:
+    try:
+        restore(step)
+    except DamagedCheckpointError:
+        return False
+    return True

@@ -69,8 +69,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import (checkpointing, configs, data, model as model_lib, objectives, threefry,
-                     training)
+from vae_jax import (checkpointing, configs, data, model as model_lib, objectives, run_folder,
+                     threefry, training)
 from vae_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 # Fields a sweep may vary: the floats the loss and the optimizer read, and the seed.
@@ -541,8 +541,7 @@ def _check_finite(divergence: training.Divergence, sweep: Sweep, epoch: int,
     terms = tuple(name for k, name in enumerate(training.CHECKED_TERMS)
                   if any(bad[i][k] for i in members))
     who = "; ".join(f"member {i} ({sweep.label(i)}) at step {int(steps[i])}" for i in members)
-    kept = ("no checkpoint was written" if last_saved is None
-            else f"the checkpoint at step {last_saved} is kept")
+    kept = run_folder.kept(last_saved)
     raise TrainingDivergedError(
         f"sweep training diverged in epoch {epoch}: {who}: non-finite {', '.join(terms)} (NaN or "
         f"Inf); stopped without saving, {kept}; drop those values from the sweep or lower the "
@@ -562,9 +561,17 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -
     state. A resumed sweep drops the metrics lines after its checkpoint and redoes those epochs.
     ``config.num_devices`` (0: as many as divide N) devices share the model axis. Returns the
     last metrics line (lists of N values), or {step, epoch} when there was nothing to train.
+    Like a single run, it holds `workdir`'s writer lock and checks what it writes first
+    (`vae_jax.run_folder`).
     """
     cfgs = member_configs(config, sweep)
-    training.prepare_workdir(workdir)
+    with run_folder.lock(workdir):
+        return _train_sweep(config, cfgs, sweep, workdir)
+
+
+def _train_sweep(config: ml_collections.ConfigDict, cfgs: list, sweep: Sweep,
+                 workdir: str) -> dict[str, Any]:
+    run_folder.check_writable(workdir)
     dataset, steps_per_epoch = training.load_training_data(config)
     num_train = len(dataset.train_images)
     image_shape = dataset.image_shape
@@ -640,14 +647,17 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -
                       **{f"test_{k}": [float(v) for v in test[k]] for k in test},
                       "kl_weight": [float(w(step - 1)) for w in kl_weights],
                       "epoch_time_s": round(seconds, 3)}
-            with open(os.path.join(workdir, training.METRICS_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            save_rate_distortion(workdir, sweep, record)
-            for i in range(sweep.size):
-                training.write_pictures(member_dir(workdir, i, sweep.size), epoch, vaes[i],
-                                        unstack(state.params, i),
-                                        pictures_x(run_keys[i].eval, test_images),
-                                        jax.random.fold_in(run_keys[i].eval, 2))
+            kept = run_folder.kept(last_saved)
+            with run_folder.write_errors(f"epoch {epoch}'s metrics and pictures", kept):
+                with open(os.path.join(workdir, training.METRICS_FILE), "a",
+                          encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                save_rate_distortion(workdir, sweep, record)
+                for i in range(sweep.size):
+                    training.write_pictures(member_dir(workdir, i, sweep.size), epoch, vaes[i],
+                                            unstack(state.params, i),
+                                            pictures_x(run_keys[i].eval, test_images),
+                                            jax.random.fold_in(run_keys[i].eval, 2))
             if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
                 checkpointer.save(step, training.to_checkpoint(state), saved_config)
                 last_saved = step
@@ -690,9 +700,10 @@ def restore_sweep(workdir: str, step: int | None = None) -> SweepRun:
     from vae_jax import runs  # pylint: disable=import-outside-toplevel
 
     step = runs.resolve_step(workdir, step)
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR),
+                                              read_only=True)
     with contextlib.closing(checkpointer):
-        saved = runs.read_saved_config(checkpointer, step, workdir)
+        saved = checkpointer.saved_config(step)
         if "sweep" not in saved:
             raise CheckpointError(f"{workdir} holds a single run of scripts/train.py, not a "
                                   "sweep")
@@ -718,7 +729,9 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     and ``metrics.jsonl`` with the member's values of the sweep's lines up to STEP (in the format
     of ``scripts/train.py``; epoch_time_s is the whole sweep's). ``scripts/evaluate.py`` and
     ``scripts/visualize.py`` read the folder, and ``scripts/train.py`` with the member's config
-    resumes it. Extracting the same step again changes nothing. Returns the folder.
+    resumes it. Extracting the same step again changes nothing. Returns the folder. Holds the
+    member folder's writer lock (`vae_jax.run_folder`) while it writes; reads the sweep's
+    checkpoints read-only.
     Raises `ConfigError` for an index out of range and `CheckpointError` for a missing sweep.
     """
     run = restore_sweep(workdir, step)
@@ -729,7 +742,15 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     config = run.members[index]
     default_dir = member_dir(workdir, index, sweep.size)
     out_dir = out_dir or default_dir
-    os.makedirs(out_dir, exist_ok=True)
+    with run_folder.lock(out_dir):
+        run_folder.check_writable(out_dir)
+        _write_member(workdir, run, index, config, out_dir, default_dir)
+    return out_dir
+
+
+def _write_member(workdir: str, run: SweepRun, index: int, config: ml_collections.ConfigDict,
+                  out_dir: str, default_dir: str) -> None:
+    step = run.step
     if os.path.abspath(out_dir) != os.path.abspath(default_dir) and os.path.isdir(
             os.path.join(default_dir, "images")):
         shutil.copytree(os.path.join(default_dir, "images"), os.path.join(out_dir, "images"),
@@ -744,5 +765,4 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     lines = [{k: v[index] if isinstance(v, list) else v for k, v in line.items()}
              for line in read_metrics(workdir) if line["step"] <= step]
     training.write_atomically(os.path.join(out_dir, training.METRICS_FILE),
-                      "".join(json.dumps(line) + "\n" for line in lines))
-    return out_dir
+                              "".join(json.dumps(line) + "\n" for line in lines))

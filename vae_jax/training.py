@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from vae_jax import (checkpointing, configs, data, distributed, images, input_pipeline, iwae,
-                     model as model_lib, objectives, threefry)
+                     model as model_lib, objectives, run_folder, threefry)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
@@ -257,18 +257,6 @@ def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
 
-def prepare_workdir(workdir: str) -> None:
-    """Creates `workdir`; raises `ConfigError` when it cannot be written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test{jax.process_index()}")
-        with open(probe, "w", encoding="utf-8") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise ConfigError(f"workdir {workdir!r} is not writable: {error.strerror}") from None
-
-
 _DISK_MARGIN_BYTES = 64 * 2**20  # metrics, pictures and Orbax's own files
 
 
@@ -320,8 +308,7 @@ def _check_finite(divergence: Divergence, epoch: int, last_saved: int | None) ->
     if step == 0:
         return
     terms = tuple(name for name, flag in zip(CHECKED_TERMS, bad) if flag)
-    kept = ("no checkpoint was written" if last_saved is None
-            else f"the checkpoint at step {last_saved} is kept")
+    kept = run_folder.kept(last_saved)
     raise TrainingDivergedError(
         f"training diverged at step {step} (epoch {epoch}): non-finite {', '.join(terms)} (NaN or "
         f"Inf); stopped without saving, {kept}; lower --config.learning_rate, or run with "
@@ -409,9 +396,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     redoes those epochs, so a run killed at any moment and started again ends with the files and
     the bit-identical params of an uninterrupted run. Returns the last metrics line (or the last
     checkpoint's step alone when there was nothing left to train).
+
+    The run holds `workdir`'s writer lock throughout and checks before any training that it can
+    write every folder and file it will (`vae_jax.run_folder`). Raises `WorkdirError` when another
+    process writes `workdir`, when something in it cannot be written, or when a write fails
+    mid-run (`CheckpointError` for a failed save): one line saying which checkpoint is kept.
     """
     configs.validate(config)
-    prepare_workdir(workdir)
+    with run_folder.lock(workdir, distributed.is_main_process()):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    run_folder.check_writable(workdir)
     dataset, steps_per_epoch = load_training_data(config)
     num_train = len(dataset.train_images)
 
@@ -439,7 +436,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             log(f"Resuming from the checkpoint at step {last_saved} (epoch "
                 f"{last_saved // steps_per_epoch}) in {checkpointer.directory}")
         if main:
-            write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+            with run_folder.write_errors("config.json", "nothing was trained"):
+                write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
         if mesh.size > 1:
             log(f"Data-parallel over {mesh.size} devices ({mesh.devices.flat[0].platform}"
                 f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''}): "
@@ -502,10 +500,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       **{f"train_{k}": float(v) for k, v in train.items()},
                       **{f"test_{k}": float(v) for k, v in test.items()},
                       "kl_weight": float(kl_weight(step - 1)), "epoch_time_s": round(seconds, 3)}
-            if main:
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            write_pictures(workdir, epoch, vae, state.params, test_x, picture_key)
+            kept = run_folder.kept(last_saved)
+            with run_folder.write_errors(f"epoch {epoch}'s metrics and pictures", kept):
+                if main:
+                    with open(metrics_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                write_pictures(workdir, epoch, vae, state.params, test_x, picture_key)
             if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
                 checkpointer.save(step, to_checkpoint(state), config)
                 last_saved = step
