@@ -257,7 +257,7 @@ def test_an_offline_download_ends_with_our_line_and_leaves_no_debris(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_successful_run_prints_no_third_party_noise(tmp_path):
+def test_a_successful_run_and_its_readers_print_no_third_party_noise(tmp_path):
     result = run_script("train.py", f"--workdir={tmp_path / 'run'}", "--config.num_epochs=1",
                         "--config.hidden_dims=(16,)", "--config.latent_dim=2",
                         "--config.batch_size=1000", f"--config.data_dir={tmp_path / 'tfds'}",
@@ -265,3 +265,9 @@ def test_a_successful_run_prints_no_third_party_noise(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert_no_noise(result.stderr)
     assert result.stderr.strip() == "", result.stderr[:2000]
+    # The readers open the checkpoints read-only: Orbax's notices about that stay quiet too.
+    for script, *args in (("evaluate.py", "--num_samples=1"),
+                          ("visualize.py", f"--out={tmp_path / 'plots'}")):
+        result = run_script(script, f"--workdir={tmp_path / 'run'}", *args, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stderr.strip() == "", (script, result.stderr[:2000])

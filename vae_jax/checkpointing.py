@@ -85,11 +85,11 @@ def _first_sentence(error: Exception) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_orbax_read_only_notice():
-    """Hides the warning Orbax logs for every read-only CheckpointManager ("Given directory is
-    read only"): reading is what a reader asked for."""
+def _quiet_orbax_read_only_notices():
+    """Hides the warnings Orbax logs for every read-only CheckpointManager ("Given directory is
+    read only", "read_only=True, setting …"): reading only is what a reader asked for."""
     absl_logger = logging.getLogger("absl")
-    notice = lambda record: "is read only" not in record.getMessage()  # noqa: E731
+    notice = lambda record: not re.search(r"read.only", record.getMessage())  # noqa: E731
     absl_logger.addFilter(notice)
     try:
         yield
@@ -108,11 +108,11 @@ class Checkpointer:
         """
         self.directory = os.path.abspath(directory)
         self.read_only = read_only
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else max_to_keep, create=not read_only,
-            cleanup_tmp_directories=not read_only, read_only=read_only,
-            enable_async_checkpointing=False)
-        with _quiet_orbax_read_only_notice():
+        with _quiet_orbax_read_only_notices():
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=None if read_only else max_to_keep, create=not read_only,
+                cleanup_tmp_directories=not read_only, read_only=read_only,
+                save_interval_steps=0 if read_only else 1, enable_async_checkpointing=False)
             self._manager = ocp.CheckpointManager(
                 self.directory, options=options,
                 item_handlers={"state": ocp.StandardCheckpointHandler(),
