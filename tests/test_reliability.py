@@ -407,7 +407,7 @@ def test_data_outside_the_unit_interval_is_rejected_before_training(reference, t
 
 @pytest.mark.parametrize("make_workdir,reason", [
     (lambda tmp: tmp / "a_file" / "run", "Not a directory"),
-    (lambda tmp: tmp / "a_file", "File exists"),
+    (lambda tmp: tmp / "a_file", None),
     pytest.param(lambda tmp: tmp / "read_only" / "run", "Permission denied",
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")),
 ])
@@ -415,7 +415,9 @@ def test_unwritable_workdir_is_a_clear_error_at_start(make_workdir, reason, tmp_
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "read_only").mkdir(mode=0o555)
     workdir = str(make_workdir(tmp_path))
-    with pytest.raises(vae_jax.ConfigError, match=f"workdir '{workdir}' is not writable: {reason}"):
+    message = (f"workdir '{workdir}' is not writable: {reason}" if reason
+               else f"workdir '{workdir}' is a file, not a directory: pass a folder for the run")
+    with pytest.raises(vae_jax.ConfigError, match=message):
         training.train_and_evaluate(small_config(), workdir)
 
 

@@ -135,13 +135,15 @@ def test_train_py_on_a_folder_another_process_writes_is_one_line(tmp_path):
 
 
 @contextlib.contextmanager
-def unwritable(path: str):
-    """`path` made unwritable for this process: immutable (chattr +i) as root, read-only (chmod
-    a-w) otherwise; skips the test where neither takes effect."""
+def unwritable(path: str, attribute: str = "i"):
+    """`path` made unwritable for this process: immutable (chattr +i), or append-only with
+    `attribute` "a", as root; read-only (chmod a-w) otherwise; skips the test where neither takes
+    effect."""
     if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", path], capture_output=True, check=False).returncode:
-            pytest.skip("chattr +i is not available here (root ignores permission bits)")
-        undo = ["chattr", "-i", path]
+        if subprocess.run(["chattr", f"+{attribute}", path], capture_output=True,
+                          check=False).returncode:
+            pytest.skip("chattr is not available here (root ignores permission bits)")
+        undo = ["chattr", f"-{attribute}", path]
     else:
         mode = os.stat(path).st_mode
         os.chmod(path, mode & ~0o222)
@@ -155,18 +157,44 @@ def unwritable(path: str):
             os.chmod(path, mode)
 
 
-@pytest.mark.parametrize("target", [
-    "checkpoints", "images", f"checkpoints/{STEPS_PER_EPOCH * (NUM_EPOCHS - 2)}",
-    "metrics.jsonl", "config.json"])
+OLDEST = STEPS_PER_EPOCH * (NUM_EPOCHS - 2)  # the checkpoint the next save deletes
+
+
+@pytest.mark.parametrize("target,attribute", [
+    ("checkpoints", "i"), ("images", "i"), (f"checkpoints/{OLDEST}", "i"),
+    (f"checkpoints/{OLDEST}", "a"),  # files can be added, not deleted
+    (f"checkpoints/{OLDEST}/commit_success.txt", "i"),  # one file Orbax must delete
+    ("metrics.jsonl", "i"), ("config.json", "a")])
 def test_a_folder_or_file_training_cannot_write_is_an_error_before_training(
-        target, reference, run_copy):
-    path = os.path.join(run_copy, target)
+        target, attribute, reference, run_copy):
+    if attribute == "a" and os.geteuid() != 0:
+        pytest.skip("append-only needs root (chattr +a)")
+    path = os.path.normpath(os.path.join(run_copy, target))
     before = _snapshot(run_copy)
-    with unwritable(path), mocked_mnist(), pytest.raises(
+    with unwritable(path, attribute), mocked_mnist(), pytest.raises(
             vae_jax.WorkdirError, match=f"{path} is not writable .* use another --workdir"):
         training.train_and_evaluate(
             small_config(num_epochs=NUM_EPOCHS + 1, data_dir=reference[1]), run_copy)
     assert _snapshot(run_copy) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chattr needs root")
+def test_an_old_checkpoint_that_cannot_be_deleted_mid_run_is_named(reference, run_copy,
+                                                                   monkeypatch):
+    # The start-up check would find it; here it appears after that check, as mid-run.
+    monkeypatch.setattr(run_folder, "check_writable", lambda workdir: None)
+    blocked = os.path.join(run_copy, training.CHECKPOINT_DIR, str(OLDEST), "commit_success.txt")
+    with unwritable(blocked), mocked_mnist(), pytest.raises(
+            vae_jax.CheckpointError,
+            match=rf"checkpoint {LAST + STEPS_PER_EPOCH} was saved in .*, but checkpoint\(s\) "
+                  rf"{OLDEST} could not be deleted \(max_to_keep=3; .*\); stopped: make them "
+                  rf"deletable and run the same command again to resume from checkpoint "
+                  rf"{LAST + STEPS_PER_EPOCH}"):
+        training.train_and_evaluate(
+            small_config(num_epochs=NUM_EPOCHS + 1, data_dir=reference[1]), run_copy)
+    monkeypatch.undo()
+    train(run_copy, NUM_EPOCHS + 2, reference[1])
+    assert checkpoint_steps(run_copy) == [LAST, LAST + STEPS_PER_EPOCH, LAST + 2 * STEPS_PER_EPOCH]
 
 
 def test_train_py_names_an_unwritable_checkpoints_folder_at_once(tmp_path):

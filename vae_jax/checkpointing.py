@@ -107,7 +107,7 @@ class Checkpointer:
         changes nothing in `directory` and refuses to save.
         """
         self.directory = os.path.abspath(directory)
-        self.read_only = read_only
+        self.read_only, self.max_to_keep = read_only, max_to_keep
         with _quiet_orbax_read_only_notices():
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=None if read_only else max_to_keep, create=not read_only,
@@ -143,6 +143,15 @@ class Checkpointer:
             self._manager.wait_until_finished()
         except Exception as error:  # pylint: disable=broad-exception-caught
             # Orbax and TensorStore report I/O failures as OSError, ValueError or bare Exception.
+            self._manager.reload()
+            steps = sorted(self._manager.all_steps())
+            if step in steps:  # saved; deleting the oldest (max_to_keep) failed
+                old = steps[:max(1, len(steps) - self.max_to_keep)]
+                raise CheckpointError(
+                    f"checkpoint {step} was saved in {self.directory}, but checkpoint(s) "
+                    f"{', '.join(map(str, old))} could not be deleted (max_to_keep="
+                    f"{self.max_to_keep}; {_first_sentence(error)}); stopped: make them deletable "
+                    f"and run the same command again to resume from checkpoint {step}") from None
             raise CheckpointError(
                 f"could not save checkpoint {step} in {self.directory} ({_first_sentence(error)})"
                 f"; stopped, {run_folder.kept(previous)}; make the folder writable (or free space) and run the same "

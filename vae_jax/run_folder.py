@@ -24,6 +24,7 @@ import errno
 import fcntl
 import os
 import socket
+import struct
 import sys
 import time
 from typing import Iterator
@@ -90,6 +91,9 @@ def lock(workdir: str, main_process: bool = True) -> Iterator[None]:
 
 def check_folder(workdir: str) -> None:
     """Creates `workdir` and checks that a file can be written in it; raises `WorkdirError`."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(f"workdir {workdir!r} is a file, not a directory: pass a folder for "
+                           "the run (it is created if missing)")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe_write(workdir)
@@ -106,17 +110,52 @@ def probe_write(folder: str) -> None:
     os.remove(probe)
 
 
+# Linux inode flags (chattr +i, +a): such a file or folder cannot be replaced or deleted, nor
+# (immutable) written, whatever its permissions, even by root.
+_FS_IOC_GETFLAGS = 0x80086601
+_IMMUTABLE_OR_APPEND_ONLY = 0x10 | 0x20
+
+
+def _immutable_or_append_only(path: str) -> bool:
+    """Whether `path` has the immutable or append-only flag (False where that cannot be read:
+    another OS or filesystem)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(flags & _IMMUTABLE_OR_APPEND_ONLY)
+
+
+def _check_replaceable(path: str, is_folder: bool) -> None:
+    """Raises `WorkdirError` unless training can write, replace and delete `path`."""
+    if _immutable_or_append_only(path):
+        raise _not_writable(path, "immutable or append-only: chattr -i -a")
+    if is_folder and not os.access(path, os.W_OK | os.X_OK):
+        raise _not_writable(path, "Permission denied")
+
+
 def check_writable(workdir: str) -> None:
     """Checks, before any training, that a run can write everything it will write in `workdir`.
 
     `workdir` itself (created if missing), the folders of `WRITTEN_FOLDERS` that exist (a file is
-    written and removed in each), every folder under ``checkpoints/`` (Orbax deletes old
-    checkpoints, and a damaged one is renamed), and the files of `WRITTEN_FILES` that exist.
+    written and removed in each), every folder and file under ``checkpoints/`` (Orbax deletes old
+    checkpoints, and a damaged one is renamed), and the files of `WRITTEN_FILES` that exist; on
+    Linux, none of them may be immutable or append-only (``chattr +i`` / ``+a``), which stops
+    even root from replacing or deleting them.
 
     Raises:
       WorkdirError: naming the first folder or file that cannot be written, and the fix.
     """
     check_folder(workdir)
+    _check_replaceable(workdir, is_folder=True)
     for name in WRITTEN_FOLDERS:
         folder = os.path.join(workdir, name)
         if not os.path.lexists(folder):
@@ -127,20 +166,26 @@ def check_writable(workdir: str) -> None:
             probe_write(folder)
         except OSError as error:
             raise _not_writable(folder, error.strerror) from None
-    for root, folders, _ in os.walk(os.path.join(workdir, WRITTEN_FOLDERS[0])):
+        _check_replaceable(folder, is_folder=True)
+    # Orbax deletes whole old checkpoints (max_to_keep): every folder and file in them must go.
+    for root, folders, files in os.walk(os.path.join(workdir, WRITTEN_FOLDERS[0])):
         for name in folders:
-            if not os.access(os.path.join(root, name), os.W_OK | os.X_OK):
-                raise _not_writable(os.path.join(root, name), "Permission denied")
+            _check_replaceable(os.path.join(root, name), is_folder=True)
+        for name in files:
+            _check_replaceable(os.path.join(root, name), is_folder=False)
     for name in WRITTEN_FILES:
         path = os.path.join(workdir, name)
-        if os.path.lexists(path) and not os.access(path, os.W_OK):
-            raise _not_writable(path, "Permission denied")
+        if os.path.lexists(path):
+            if not os.access(path, os.W_OK):
+                raise _not_writable(path, "Permission denied")
+            _check_replaceable(path, is_folder=False)
 
 
 def _not_writable(path: str, reason: str) -> WorkdirError:
     return WorkdirError(
-        f"{path} is not writable ({reason}), and training writes there; make it writable "
-        "(chmod u+w, or chattr -i for an immutable one) or use another --workdir")
+        f"{path} is not writable ({reason}), and training writes or deletes there; make it "
+        "writable (chmod u+w; chattr -i -a for an immutable or append-only one) or use another "
+        "--workdir")
 
 
 def kept(last_saved: int | None) -> str:
