@@ -191,6 +191,30 @@ def test_encoding_a_data_set_checks_values_when_concrete_only(model, function):
         function(vae, params, x[0, :, :, 0], 4)
 
 
+@pytest.mark.parametrize("name,call", [
+    ("elbo", lambda vae, p, x, k: objectives.elbo(vae, p, x[0], k)),
+    ("batch_elbo", lambda vae, p, x, k: objectives.batch_elbo(vae, p, x, k)),
+    ("loss", lambda vae, p, x, k: objectives.loss(p, vae, x, k)),
+    ("iwae_bound", lambda vae, p, x, k: iwae.iwae_bound(vae, p, x[0], k, 3)),
+    ("batch_iwae_bound", lambda vae, p, x, k: iwae.batch_iwae_bound(vae, p, x, k, 3)),
+    ("iwae_loss", lambda vae, p, x, k: iwae.iwae_loss(p, vae, x, k, 3)),
+    ("bernoulli_log_prob", lambda vae, p, x, k: D.bernoulli_log_prob(jnp.zeros_like(x), x)),
+])
+def test_every_function_taking_data_checks_concrete_values_and_not_traced_ones(model, name,
+                                                                                call):
+    # NaN and 255-scaled pixels went through silently before (nan, or a loss of 1e22).
+    vae, params, x = model
+    key = jax.random.key(0)
+    for bad, message in ((x.at[0, 1, 2, 0].set(jnp.nan), "NaN"), (x * 255, "255")):
+        with pytest.raises(vae_jax.DataError, match=f"{name}: x .*") as error:
+            call(vae, params, bad, key)
+        assert message in _one_line(error) or "values in [" in _one_line(error)
+    call(vae, params, x, key)  # good data passes
+    # Traced (under jit): no host sync and no check; the NaN flows through.
+    out = jax.jit(lambda p, x: call(vae, p, x, key))(params, x.at[0, 1, 2, 0].set(jnp.nan))
+    assert not np.all(np.isfinite(np.asarray(jax.tree.leaves(out)[0])))
+
+
 def test_interpolation_takes_single_examples(model):
     vae, params, x = model
     with pytest.raises(vae_jax.ShapeError, match="interpolate_images: x must be one example"):

@@ -18,8 +18,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vae_jax.errors import ShapeError
+from vae_jax.errors import DataError, ShapeError
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -172,9 +173,9 @@ def bernoulli_log_prob(logits: jax.Array, x: jax.Array) -> jax.Array:
     The gradient is the analytic one (a custom JVP): ∂/∂ℓ = x − σ(ℓ), ∂/∂x = ℓ, finite for every
     finite logit and right at ℓ = 0 (where |ℓ| has no derivative); second derivatives work.
 
-    `x` should lie in [0, 1]; values strictly between give the continuous cross-entropy, which is
-    what training on grey levels uses. This function does not check values (it runs per training
-    step under jit); `vae_jax.data.check_unit_interval` does, on concrete data.
+    `x` must lie in [0, 1]; values strictly between give the continuous cross-entropy, which is
+    what training on grey levels uses. A concrete `x` (a call outside jit, vmap and grad) is
+    checked for that (`DataError`); a traced one, as in the training step, is not.
 
     Args:
       logits: the Bernoulli logits ℓ, float, one event of any shape.
@@ -185,8 +186,15 @@ def bernoulli_log_prob(logits: jax.Array, x: jax.Array) -> jax.Array:
 
     Raises:
       ShapeError: the shapes differ (a static check, under jit too).
+      DataError: a concrete `x` holds NaN, ±∞ or values outside [0, 1].
     """
     check_one_shape("bernoulli_log_prob", logits=logits, x=x)
+    if not isinstance(x, jax.core.Tracer) and jnp.size(x):
+        values = np.asarray(x)  # on the host: nothing is staged into an enclosing trace
+        low, high = np.min(values), np.max(values)
+        if not 0.0 <= low <= high <= 1.0:  # False for NaN too
+            raise DataError(f"bernoulli_log_prob: x has values in [{low:.8g}, {high:.8g}]; a "
+                            "Bernoulli likelihood needs data in [0, 1] (no NaN or infinity)")
     logits, x = _flat(logits), _flat(x)
     return jnp.sum(_bernoulli_log_prob_elementwise(logits, x))
 

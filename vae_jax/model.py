@@ -72,8 +72,10 @@ def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]
 
 def check_input(model: "VAE", x: jax.Array, function: str, batched: bool) -> None:
     """Raises `ShapeError` unless x is float data of shape `model.input_shape` (one example) or
-    (B, *model.input_shape) with B ≥ 1 (`batched`). It reads the static shape and dtype only, so it
-    runs under jit, vmap and grad (at trace time) and adds nothing to the compiled computation.
+    (B, *model.input_shape) with B ≥ 1 (`batched`). The shape and dtype checks read static
+    information only, so they run under jit, vmap and grad (at trace time) and add nothing to the
+    compiled computation. A concrete x (called outside any transformation) also has its values
+    checked (`check_data_values`: `DataError`); a traced one does not.
 
     `function` names the caller in the one-line message, which points to the batched (or
     single-example) counterpart when x is one of those instead.
@@ -94,27 +96,38 @@ def check_input(model: "VAE", x: jax.Array, function: str, batched: bool) -> Non
         raise ShapeError(f"{function}: x must be a floating-point array, got dtype "
                          f"{jnp.result_type(x)}; scale integer pixels to [0, 1] first "
                          "(vae_jax.data.to_unit_interval)")
+    check_data_values(model, x, f"{function}: x")
 
 
 def check_data_values(model: "VAE", x, name: str = "x") -> None:
     """Raises `vae_jax.DataError` for data that `model` cannot score: NaN or ±∞ anywhere, and for a
-    Bernoulli likelihood values outside [0, 1] (`vae_jax.data.check_unit_interval`, whose messages
-    the scripts print). Other likelihoods (Gaussian, mse, rmse, hand-made ones) take any finite
+    Bernoulli likelihood values outside [0, 1] (the messages of `vae_jax.data.check_unit_interval`,
+    which the scripts print). Other likelihoods (Gaussian, mse, rmse, hand-made ones) take any finite
     value.
 
     It reads values, so it needs a concrete array: it brings the minimum and maximum to the host
-    once (a host sync) and does nothing for a traced x (inside `jax.jit`, `vmap` or `grad`). Call
-    it where a whole data set enters (`vae_jax.evaluation.evaluate`, `vae_jax.latent.encode_means`
-    do), never per training step. `name` says what x is in the message.
+    once (a host sync) and does nothing for a traced x (inside `jax.jit`, `vmap` or `grad`), so
+    the jitted training step never pays for it. `check_input` calls it for every public function
+    of the model (elbo, batch_elbo, loss, the IWAE bounds, evaluate, encode_means, …). `name`
+    says what x is in the message.
     """
     if isinstance(x, jax.core.Tracer):
         return
-    if model.likelihood == "bernoulli":
-        from vae_jax import data  # pylint: disable=import-outside-toplevel  (keeps imports light)
-        data.check_unit_interval(x, name)
-        return
+    # NumPy on the host, not jnp: a concrete x closed over inside a traced function (a lax.map
+    # body) must not be staged into the trace.
     x = np.asarray(x)
-    if jnp.issubdtype(x.dtype, jnp.floating) and x.size and not np.all(np.isfinite(x)):
+    if not np.issubdtype(x.dtype, np.floating) or not x.size:
+        return
+    if model.likelihood == "bernoulli":
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"{name} holds NaN or infinite values; the Bernoulli likelihood needs "
+                            "pixel intensities in [0, 1]")
+        low, high = np.min(x), np.max(x)
+        if low < 0 or high > 1:
+            raise DataError(f"{name} has values in [{low:.8g}, {high:.8g}], outside the [0, 1] "
+                            "that the Bernoulli likelihood needs; scale uint8 images with "
+                            "vae_jax.data.to_unit_interval")
+    elif not np.all(np.isfinite(x)):
         likelihood = f"the {model.likelihood}" if model.likelihood else "the model's"
         raise DataError(f"{name} holds NaN or infinite values; {likelihood} likelihood needs "
                         "finite data: remove or replace them (e.g. numpy.nan_to_num) first")
