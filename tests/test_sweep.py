@@ -224,6 +224,19 @@ def test_extracted_members_are_run_folders_that_equal_the_single_runs_and_evalua
             sweep_lib.extract_member(workdir, 3)
         with pytest.raises(vae_jax.CheckpointError, match="holds a single run"):
             sweep_lib.extract_member(trained["singles"][0], 0)
+        # Readers of single runs point a sweep folder to --extract.
+        for read in (runs.load_config, runs.load_run, evaluation.evaluate_workdir):
+            with pytest.raises(vae_jax.CheckpointError,
+                               match=r"holds a sweep \(scripts/sweep.py\), not one run: extract "
+                                     r"its members with scripts/sweep.py --workdir=.* "
+                                     "--extract=all"):
+                read(workdir)
+
+
+def test_extracting_before_the_first_checkpoint_points_to_sweep_py(tmp_path):
+    with pytest.raises(vae_jax.CheckpointError,
+                       match=r"no checkpoint in .*: train first with scripts/sweep.py"):
+        sweep_lib.extract_member(str(tmp_path), 0)
 
 
 def test_a_resumed_sweep_equals_an_uninterrupted_one(trained):

@@ -58,7 +58,8 @@ def checkpoint_steps(workdir: str) -> list[int]:
     return sorted(int(name) for name in names if name.isdigit())
 
 
-def resolve_step(workdir: str, step: int | None = None) -> int:
+def resolve_step(workdir: str, step: int | None = None,
+                 trainer: str = "scripts/train.py") -> int:
     """`step` (None: the latest) after checking that `workdir` holds that checkpoint.
 
     Raises `CheckpointError` for a missing workdir (or a file), a workdir without checkpoints, or
@@ -72,7 +73,8 @@ def resolve_step(workdir: str, step: int | None = None) -> int:
     steps = checkpoint_steps(workdir)
     if not steps:
         raise CheckpointError(f"no checkpoint in {os.path.join(workdir, training.CHECKPOINT_DIR)}"
-                              f": train first with scripts/train.py --workdir={workdir}")
+                              f": train first with {trainer} --workdir={workdir} (or wait "
+                              "for the first checkpoint of the run in progress)")
     if step is None:
         return steps[-1]
     if step not in steps:
@@ -81,9 +83,15 @@ def resolve_step(workdir: str, step: int | None = None) -> int:
     return step
 
 
-def model_config(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+def model_config(saved: dict[str, Any], workdir: str = "") -> ml_collections.ConfigDict:
     """The checkpoint's JSON config over today's defaults (fields added since keep their
-    defaults), JSON lists back to tuples."""
+    defaults), JSON lists back to tuples. Raises `CheckpointError` for a sweep's checkpoint
+    (`vae_jax.sweep`), whose members are read as runs once extracted."""
+    if "sweep" in saved:
+        raise CheckpointError(
+            f"{workdir or 'this folder'} holds a sweep (scripts/sweep.py), not one run: "
+            f"extract its members with scripts/sweep.py --workdir={workdir or 'DIR'}"
+            " --extract=all, then pass --workdir=DIR/members/II")
     config = configs.get_default().to_dict()
     config.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     return ml_collections.ConfigDict(config)
@@ -133,7 +141,7 @@ def load_config(workdir: str, step: int | None = None) -> tuple[int, ml_collecti
     checkpointer = _open(workdir)
     with contextlib.closing(checkpointer):
         step, saved = checkpointer.newest_intact(steps, checkpointer.saved_config, verb=None)
-    return step, model_config(saved)
+    return step, model_config(saved, workdir)
 
 
 def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
@@ -157,7 +165,7 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
 
     def restore(s: int) -> tuple[ml_collections.ConfigDict, VAE, Params]:
         saved = checkpointer.saved_config(s)
-        config = model_config(saved)
+        config = model_config(saved, workdir)
         if "dataset" not in loaded:  # every checkpoint of a run has the same dataset
             loaded["dataset"] = data.load_image_dataset(
                 config.dataset, data_dir or config.data_dir, manual_dir or config.manual_dir)

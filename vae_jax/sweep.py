@@ -699,7 +699,7 @@ def restore_sweep(workdir: str, step: int | None = None) -> SweepRun:
     rather than a sweep, or when the checkpoint is damaged."""
     from vae_jax import runs  # pylint: disable=import-outside-toplevel
 
-    step = runs.resolve_step(workdir, step)
+    step = runs.resolve_step(workdir, step, trainer="scripts/sweep.py --sweep=...")
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR),
                                               read_only=True)
     with contextlib.closing(checkpointer):
