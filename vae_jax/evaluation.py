@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from vae_jax import data, distributions, iwae, objectives, runs
 from vae_jax.errors import ConfigError
-from vae_jax.model import VAE, Params, check_data_values, check_input
+from vae_jax.model import VAE, Params, check_input
 
 EVAL_FILE = "eval.json"
 DEFAULT_NUM_SAMPLES = 5000
@@ -147,8 +147,7 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
         raise ConfigError("evaluation needs a stochastic encoder q(z|x); this model is a plain "
                           "autoencoder (config.model='ae'), which has no ELBO or likelihood bound")
     x = np.asarray(x)
-    check_input(vae, x, "evaluate", batched=True)
-    check_data_values(vae, x, "x")
+    check_input(vae, x, "evaluate", batched=True)  # shapes, and values: x is concrete here
     start_time = time.perf_counter()
     num_examples = len(x)
     num_batches = -(-num_examples // batch_size)
