@@ -27,7 +27,7 @@ import time
 
 from absl import flags
 
-from vae_jax import cli
+from vae_jax.app import cli
 from vae_jax.errors import VAEJaxError
 
 USAGE = ("python scripts/benchmark.py [--config=PRESET.py] [--config.FIELD=value ...] "
@@ -66,8 +66,8 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     import jax
     import numpy as np
 
-    from vae_jax import (configs, distributed, input_pipeline, model as model_lib, objectives,
-                         threefry, training)
+    from vae_jax import model as model_lib, objectives
+    from vae_jax.app import configs, distributed, input_pipeline, threefry, training
 
     configs.validate(config)
     steps_per_epoch = num_examples // config.batch_size

@@ -10,7 +10,7 @@ import json
 
 from absl import flags
 
-from vae_jax import cli
+from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")

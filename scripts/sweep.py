@@ -17,7 +17,7 @@ Running the same command again resumes from the latest checkpoint in DIR.
 
 from absl import flags
 
-from vae_jax import cli
+from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the sweep's checkpoints, metrics and "
                                "pictures.", required=True)
@@ -54,7 +54,7 @@ def _extract(sweep_lib, workdir: str, which: str) -> None:
 
 
 def sweep_or_extract():
-    from vae_jax import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
 
     if _EXTRACT.value is not None:
         _extract(sweep_lib, _WORKDIR.value, _EXTRACT.value)

@@ -9,7 +9,7 @@ pods, SLURM, Open MPI). Training is then data-parallel over the devices of all p
 
 from absl import flags
 
-from vae_jax import cli
+from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and pictures.",
                                required=True)
@@ -27,7 +27,8 @@ _CONFIG = cli.define_config_flag(USAGE)
 
 
 def train():
-    from vae_jax import distributed, training  # pylint: disable=import-outside-toplevel
+    from vae_jax import training  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import distributed
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            auto=_DISTRIBUTED.value)

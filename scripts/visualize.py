@@ -5,12 +5,12 @@ and writes PNGs to `--out`: reconstructions, prior samples (VAEs only: a plain a
 prior), the latent scatter coloured by label (the top two principal axes when the latent space has
 more than two dimensions), the manifold grid (2-D latent spaces only), interpolations, traversals,
 training curves and the rate–distortion path over the epochs (VAEs only). See
-`vae_jax.plots.visualize_run` for what each shows.
+`vae_jax.app.plots.visualize_run` for what each shows.
 """
 
 from absl import flags
 
-from vae_jax import cli
+from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to draw (default: the latest).")

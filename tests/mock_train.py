@@ -14,7 +14,8 @@ import optax
 import tensorflow_datasets as tfds
 
 import vae_jax
-from vae_jax import checkpointing, configs, model as model_lib, training
+from vae_jax import model as model_lib
+from vae_jax.app import checkpointing, configs, training
 
 NUM_EXAMPLES = 64  # 4 steps per epoch at batch size 16
 
@@ -63,5 +64,5 @@ def assert_bit_identical(tree_a, tree_b):
 if __name__ == "__main__":
     try:
         train(sys.argv[1], int(sys.argv[2]), sys.argv[3])
-    except vae_jax.VAEJaxError as error:  # as scripts/train.py reports it (vae_jax.cli.run)
+    except vae_jax.VAEJaxError as error:  # as scripts/train.py reports it (vae_jax.app.cli.run)
         sys.exit(f"error: {error}")

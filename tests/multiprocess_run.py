@@ -1,5 +1,5 @@
 """One process of a multi-process run of `mock_train.small_config` on mocked MNIST, joined through
-`vae_jax.distributed.initialize` (CPU devices, collectives over gloo):
+`vae_jax.app.distributed.initialize` (CPU devices, collectives over gloo):
 
     python tests/multiprocess_run.py COORDINATOR NUM_PROCESSES PROCESS_ID WORKDIR DATA_DIR PIPELINE
 
@@ -10,7 +10,7 @@ import json
 import sys
 
 import mock_train
-from vae_jax import distributed, training
+from vae_jax.app import distributed, training
 
 
 def main(coordinator: str, num_processes: int, process_id: int, workdir: str, data_dir: str,

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import REPO, real_data_dir
-from vae_jax import data
+from vae_jax.app import data
 
 TRAIN = str(REPO / "scripts" / "train.py")
 

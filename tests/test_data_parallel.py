@@ -12,7 +12,7 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import small_config
-from vae_jax import distributed
+from vae_jax.app import distributed
 
 
 def test_four_devices_give_the_loss_curve_of_one_streamed_or_not(tmp_path):
@@ -42,4 +42,4 @@ def test_mesh_of_more_devices_than_exist_is_a_clear_error():
 
 def test_negative_device_count_is_named():
     with pytest.raises(vae_jax.ConfigError, match="config.num_devices must be a non-negative"):
-        vae_jax.configs.validate(small_config(num_devices=-1))
+        vae_jax.app.configs.validate(small_config(num_devices=-1))

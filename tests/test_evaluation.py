@@ -20,7 +20,8 @@ from hypothesis import given, settings, strategies as st
 import vae_jax
 from conftest import REPO, assert_one_line_error
 from mock_train import small_config
-from vae_jax import checkpointing, distributions, evaluation, iwae, objectives, runs, training
+from vae_jax import distributions, iwae, objectives
+from vae_jax.app import checkpointing, evaluation, runs, training
 from vae_jax.model import VAE
 
 EVALUATE = str(REPO / "scripts" / "evaluate.py")

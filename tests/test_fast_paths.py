@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax.extend import random as jax_random_extend
 
-from vae_jax import data, iwae, model as model_lib, networks, objectives, threefry
+from vae_jax import iwae, model as model_lib, networks, objectives
+from vae_jax.app import data, threefry
 
 
 @settings(deadline=None, max_examples=25)

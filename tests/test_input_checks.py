@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import distributions as D, evaluation, iwae, latent, likelihoods, objectives
+from vae_jax import distributions as D, iwae, latent, likelihoods, objectives
+from vae_jax.app import evaluation
 
 INPUT_SHAPE = (6, 5, 1)
 B = 8

@@ -10,7 +10,7 @@ import pytest
 
 import vae_jax
 from mock_train import assert_bit_identical, mocked_mnist, restore_latest, small_config
-from vae_jax import distributed, input_pipeline, training
+from vae_jax.app import distributed, input_pipeline, training
 
 
 def _shardings():
@@ -115,4 +115,4 @@ def test_a_streamed_run_resumes_on_the_device(tmp_path):
 ])
 def test_bad_pipeline_fields_are_named(field, value, message):
     with pytest.raises(vae_jax.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        vae_jax.configs.validate(small_config(**{field: value}))
+        vae_jax.app.configs.validate(small_config(**{field: value}))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import configs, likelihoods, model as model_lib, objectives
+from vae_jax import likelihoods, model as model_lib, objectives
+from vae_jax.app import configs
 
 X = jnp.array([[0.0, 0.5], [1.0, 0.25]])  # one example of shape (2, 2)
 MEAN = jnp.array([[0.5, 0.5], [0.0, 1.0]])

@@ -13,7 +13,7 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import mocked_mnist, small_config
-from vae_jax import distributed, training
+from vae_jax.app import distributed, training
 
 RUN = str(REPO / "tests" / "multiprocess_run.py")
 

@@ -9,14 +9,15 @@ import pytest
 import tensorflow_datasets as tfds
 
 import vae_jax
-from vae_jax import configs, model as model_lib, objectives, training
+from vae_jax import model as model_lib, objectives
+from vae_jax.app import configs, training
 
 PRESETS = sorted(name[:-3] for name in os.listdir(configs.CONFIG_DIR)
                  if name.endswith(".py") and name not in ("__init__.py", "default.py"))
 
 
 def preset(name):
-    return importlib.import_module(f"vae_jax.configs.{name}").get_config()
+    return importlib.import_module(f"vae_jax.app.configs.{name}").get_config()
 
 
 def test_the_issue_presets_exist():

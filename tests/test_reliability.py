@@ -21,7 +21,7 @@ import vae_jax
 from conftest import REPO
 from mock_train import (NUM_EXAMPLES, assert_bit_identical, mocked_mnist, restore_latest,
                         small_config, train)
-from vae_jax import configs, data, run_folder, training
+from vae_jax.app import configs, data, run_folder, training
 
 MOCK_TRAIN = str(REPO / "tests" / "mock_train.py")
 STEPS_PER_EPOCH = NUM_EXAMPLES // 16

@@ -20,7 +20,7 @@ from test_reliability import (  # pylint: disable=unused-import  (the fixture_* 
     LAST, MOCK_TRAIN, NUM_EPOCHS, STEPS_PER_EPOCH, Training, _snapshot, _truncate,
     checkpoint_steps, fixture_collect_garbage, fixture_reference, fixture_run_copy,
     metrics_lines, metrics_without_times, orbax_abandoned_reads, saving)
-from vae_jax import evaluation, plots, run_folder, runs, sweep, training
+from vae_jax.app import evaluation, plots, run_folder, runs, sweep, training
 
 TRAIN = str(REPO / "scripts" / "train.py")
 EVALUATE = str(REPO / "scripts" / "evaluate.py")

@@ -16,7 +16,7 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import mocked_mnist, small_config
-from vae_jax import evaluation, runs, sweep as sweep_lib, training
+from vae_jax.app import evaluation, runs, sweep as sweep_lib, training
 
 SHAPE = (28, 28, 1)
 STEPS_PER_EPOCH = 4  # mock_train.NUM_EXAMPLES / batch size 16
@@ -282,7 +282,7 @@ def test_a_diverging_member_stops_the_sweep_naming_it_before_any_checkpoint(trai
 MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from mock_train import mocked_mnist, small_config
-    from vae_jax import data, runs, sweep as sw, training
+    from vae_jax.app import data, runs, sweep as sw, training
     assert jax.device_count() == 2, jax.devices()
     config = small_config()
     sweep = sw.parse_sweep(["beta=1,2,0.5,4", "seed=0,1,2,3"], mode="zip")

@@ -9,9 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import vae_jax
-import vae_jax.data
+import vae_jax.app.data
 from mock_train import small_config
-from vae_jax import training
+from vae_jax.app import training
 
 
 @pytest.fixture(name="mock_mnist")
@@ -104,7 +104,7 @@ def test_download_failure_says_how_to_work_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
     with pytest.raises(vae_jax.DataError, match="pass --config.manual_dir=FOLDER"):
-        vae_jax.data.load_image_dataset("mnist", data_dir=str(tmp_path))
+        vae_jax.app.data.load_image_dataset("mnist", data_dir=str(tmp_path))
 
 
 def test_epoch_batches_are_a_permutation_that_depends_on_the_epoch():
@@ -167,7 +167,7 @@ def test_iwae_objective_trains_end_to_end_and_resumes(mock_mnist, tmp_path):
 ])
 def test_bad_objective_and_schedule_fields_are_named(overrides, message):
     with pytest.raises(vae_jax.ConfigError, match=message):
-        vae_jax.configs.validate(small_config(**overrides))
+        vae_jax.app.configs.validate(small_config(**overrides))
 
 
 def test_cosine_schedule_decays_to_zero_and_fixes_num_epochs(mock_mnist, tmp_path):
@@ -186,8 +186,8 @@ def test_cosine_schedule_decays_to_zero_and_fixes_num_epochs(mock_mnist, tmp_pat
 
 
 def test_checkpoint_without_fields_added_later_resumes_as_their_defaults():
-    current = vae_jax.checkpointing.config_to_json(small_config())
+    current = vae_jax.app.checkpointing.config_to_json(small_config())
     saved = {k: v for k, v in current.items() if k not in ("objective", "lr_schedule")}
-    assert vae_jax.checkpointing.incompatible_fields(saved, current) == []
+    assert vae_jax.app.checkpointing.incompatible_fields(saved, current) == []
     changed = {**current, "lr_schedule": "cosine"}
-    assert vae_jax.checkpointing.incompatible_fields(saved, changed) == ["lr_schedule"]
+    assert vae_jax.app.checkpointing.incompatible_fields(saved, changed) == ["lr_schedule"]

@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from conftest import REPO, assert_one_line_error, real_data_dir
-from vae_jax import ConfigError, DataError, cli, data
+from vae_jax import ConfigError, DataError
+from vae_jax.app import cli, data
 
 SCRIPTS = REPO / "scripts"
 # Lines that third-party libraries print on their own and that must not reach a user.
@@ -51,7 +52,7 @@ GET_DEFAULT = ("from vae_jax import configs\n\ndef get_config():\n"
 BAD_CONFIG_FILES = {
     # name: (file text, or None for no file; what the one line must say)
     "missing.py": (None, "config file {path} does not exist"),
-    "defualt.py": (None, "did you mean vae_jax/configs/default.py?"),
+    "defualt.py": (None, "did you mean vae_jax/app/configs/default.py?"),
     "folder.py": ("<folder>", "is a folder, not a file"),
     "config.json": ('{"dataset": "mnist"}', "is not a Python file (.py)"),
     "syntax.py": ("def get_config(:\n", "config file {path}:1 is not valid Python (SyntaxError"),
@@ -125,10 +126,10 @@ def test_bad_config_files_are_one_line_errors_in_every_script(script, name, conf
 
 
 def test_the_issue_example_a_missing_preset_is_one_line(tmp_path):
-    result = run_script("train.py", f"--workdir={tmp_path}", "--config=vae_jax/configs/nope.py",
+    result = run_script("train.py", f"--workdir={tmp_path}", "--config=vae_jax/app/configs/nope.py",
                         timeout=120)
-    assert_one_line_error(result, "config file vae_jax/configs/nope.py does not exist; the "
-                                  "presets are vae_jax/configs/{")
+    assert_one_line_error(result, "config file vae_jax/app/configs/nope.py does not exist; the "
+                                  "presets are vae_jax/app/configs/{")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 

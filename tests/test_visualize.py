@@ -1,4 +1,4 @@
-"""Restoring a run (vae_jax.runs.load_run) and scripts/visualize.py on runs trained on mocked
+"""Restoring a run (vae_jax.app.runs.load_run) and scripts/visualize.py on runs trained on mocked
 MNIST: the pictures that apply to a VAE and to a plain 2-D autoencoder, and one-line errors."""
 
 import os
@@ -13,7 +13,7 @@ import vae_jax
 from conftest import REPO, assert_one_line_error
 from mock_train import NUM_EXAMPLES, mocked_mnist, small_config
 from test_plots import assert_png
-from vae_jax import plots, runs, training
+from vae_jax.app import plots, runs, training
 
 VISUALIZE = str(REPO / "scripts" / "visualize.py")
 VAE_PICTURES = {"reconstructions", "samples", "latent_scatter", "interpolations", "traversals",

@@ -64,7 +64,7 @@ def _is_traced(value) -> bool:
 def _require_float(x: jax.Array) -> None:
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         raise ShapeError(f"x must be floating-point data, got dtype {jnp.result_type(x)}; scale "
-                         "uint8 pixels to [0, 1] first (vae_jax.data.to_unit_interval)")
+                         "uint8 pixels to [0, 1] first (vae_jax.app.data.to_unit_interval)")
 
 
 def squared_error_mean(x: jax.Array, x_hat: jax.Array) -> jax.Array:

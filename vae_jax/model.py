@@ -95,13 +95,13 @@ def check_input(model: "VAE", x: jax.Array, function: str, batched: bool) -> Non
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         raise ShapeError(f"{function}: x must be a floating-point array, got dtype "
                          f"{jnp.result_type(x)}; scale integer pixels to [0, 1] first "
-                         "(vae_jax.data.to_unit_interval)")
+                         "(vae_jax.app.data.to_unit_interval)")
     check_data_values(model, x, f"{function}: x")
 
 
 def check_data_values(model: "VAE", x, name: str = "x") -> None:
     """Raises `vae_jax.DataError` for data that `model` cannot score: NaN or ±∞ anywhere, and for a
-    Bernoulli likelihood values outside [0, 1] (the messages of `vae_jax.data.check_unit_interval`,
+    Bernoulli likelihood values outside [0, 1] (the messages of `vae_jax.app.data.check_unit_interval`,
     which the scripts print). Other likelihoods (Gaussian, mse, rmse, hand-made ones) take any finite
     value.
 
@@ -126,7 +126,7 @@ def check_data_values(model: "VAE", x, name: str = "x") -> None:
         if low < 0 or high > 1:
             raise DataError(f"{name} has values in [{low:.8g}, {high:.8g}], outside the [0, 1] "
                             "that the Bernoulli likelihood needs; scale uint8 images with "
-                            "vae_jax.data.to_unit_interval")
+                            "vae_jax.app.data.to_unit_interval")
     elif not np.all(np.isfinite(x)):
         likelihood = f"the {model.likelihood}" if model.likelihood else "the model's"
         raise DataError(f"{name} holds NaN or infinite values; {likelihood} likelihood needs "

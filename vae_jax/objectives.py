@@ -16,7 +16,7 @@ Input checks (`vae_jax.ShapeError`, one line): x must have exactly the shape the
 `model.input_shape` for `elbo`, (B, *model.input_shape) for `batch_elbo` and `loss` — and be
 floating point; `key` must be one typed key of shape (). These read static shapes and dtypes, so
 they run under `jax.jit` (at trace time) and cost nothing per step. Values (NaN, range) are not
-checked here: that needs the data on the host, which `vae_jax.evaluation.evaluate` and the scripts
+checked here: that needs the data on the host, which `vae_jax.app.evaluation.evaluate` and the scripts
 do once per data set.
 """
 

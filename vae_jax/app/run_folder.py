@@ -9,8 +9,8 @@ included), so no stale lock can block a restart. With several processes (multi-h
 process 0 holds it for all of them.
 
 **Readers change nothing.** `vae_jax.runs` (and so `scripts/evaluate.py`, `scripts/visualize.py`
-and `vae_jax.sweep.restore_sweep`) take no lock and open the checkpoints read-only
-(`vae_jax.checkpointing.Checkpointer` with ``read_only=True``): they never delete, move or create
+and `vae_jax.app.sweep.restore_sweep`) take no lock and open the checkpoints read-only
+(`vae_jax.app.checkpointing.Checkpointer` with ``read_only=True``): they never delete, move or create
 anything in the folder, so they are safe while a writer is saving. They only write the outputs
 they are asked for (``eval.json``, ``plots/``), each atomically.
 

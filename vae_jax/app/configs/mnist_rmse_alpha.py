@@ -5,7 +5,7 @@ The reconstruction term is α·√(mean over pixels of (x − x̂)²) with x̂ =
 too large and the latent space gets the autoencoder's gaps.
 """
 
-from vae_jax.configs import mnist_2d
+from vae_jax.app.configs import mnist_2d
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """mnist_conv: a convolutional VAE (two stride-2 convolutions, 32 and 64 channels, a 256-wide dense
 layer, 20 latents) on dynamically binarised MNIST."""
 
-from vae_jax.configs import default
+from vae_jax.app.configs import default
 
 
 def get_config():

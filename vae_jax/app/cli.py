@@ -15,7 +15,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import configs
+from vae_jax.app import configs
 from vae_jax.errors import ConfigError, VAEJaxError
 
 _OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
@@ -26,7 +26,7 @@ def _exit_bad_override(error: Exception, usage: str):
     sys.exit(f"error: bad --config override: {message}\nUsage: {usage}")
 
 
-_PRESETS_HINT = "a preset such as vae_jax/configs/default.py"
+_PRESETS_HINT = "a preset such as vae_jax/app/configs/default.py"
 
 
 def _presets() -> list[str]:
@@ -37,8 +37,18 @@ def _presets() -> list[str]:
 def _missing_file_hint(path: str) -> str:
     close = difflib.get_close_matches(os.path.basename(path), _presets(), n=1)
     if close:
-        return f"did you mean vae_jax/configs/{close[0]}?"
-    return f"the presets are vae_jax/configs/{{{','.join(p[:-3] for p in _presets())}}}.py"
+        return f"did you mean vae_jax/app/configs/{close[0]}?"
+    return f"the presets are vae_jax/app/configs/{{{','.join(p[:-3] for p in _presets())}}}.py"
+
+
+def _moved_preset(path: str) -> str | None:
+    """The new path of a preset named by its path before vae_jax 0.2 (``…vae_jax/configs/F.py``
+    that no longer exists), or None."""
+    head, name = os.path.split(os.path.normpath(path))
+    if os.path.lexists(path) or not head.endswith(os.path.join("vae_jax", "configs")):
+        return None
+    moved = os.path.join(os.path.dirname(head), "app", "configs", name)
+    return moved if os.path.exists(moved) else None
 
 
 def _line_in(error: BaseException, path: str) -> str:
@@ -68,11 +78,16 @@ def load_config_file(argument: str, module_name: str = "config_config"
     args = (config_arg,) if colon else ()
     if not path:
         raise ConfigError(f"--config={argument} names no file: pass {_PRESETS_HINT}")
+    moved = _moved_preset(path)
+    if moved:
+        print(f"warning: the presets moved to vae_jax/app/configs/ in vae_jax 0.2; reading "
+              f"{moved} (pass that path: the old one goes in 0.3)", file=sys.stderr, flush=True)
+        path = moved
     if not os.path.lexists(path):
         raise ConfigError(f"config file {path} does not exist; {_missing_file_hint(path)}")
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder, not a file; pass a .py file such as "
-                          "vae_jax/configs/default.py")
+                          "vae_jax/app/configs/default.py")
     if not path.endswith(".py"):
         raise ConfigError(f"config file {path} is not a Python file (.py): pass {_PRESETS_HINT}, "
                           "whose get_config() returns an ml_collections.ConfigDict")
@@ -104,7 +119,7 @@ def load_config_file(argument: str, module_name: str = "config_config"
     if not callable(get_config):
         raise ConfigError(f"config file {path} defines no get_config() function; it must "
                           "define get_config() returning an ml_collections.ConfigDict, as "
-                          "vae_jax/configs/default.py does")
+                          "vae_jax/app/configs/default.py does")
     try:
         inspect.signature(get_config).bind(*args)
     except TypeError:
@@ -152,7 +167,7 @@ def define_config_flag(usage: str) -> flags.FlagHolder:
     try:
         holder = config_flags.DEFINE_config_file(
             "config", configs.DEFAULT_CONFIG,
-            "Preset config file (default: vae_jax/configs/default.py).", lock_config=True)
+            "Preset config file (default: vae_jax/app/configs/default.py).", lock_config=True)
     except _OVERRIDE_ERRORS as error:
         _exit_bad_override(error, usage)
         raise  # unreachable: sys.exit raised

@@ -5,7 +5,7 @@ Against the default it adds depth and latent room, a KL warm-up over the first 1
 keeps more latent units active) and a cosine learning-rate decay to 0 over the 250 epochs.
 """
 
-from vae_jax.configs import default
+from vae_jax.app.configs import default
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """beta_vae: β-VAE (Higgins et al. 2017) with β = 4, reached by a linear KL warm-up over the first
 5 epochs (2,340 steps at batch 128), on dynamically binarised MNIST with 10 latents."""
 
-from vae_jax.configs import default
+from vae_jax.app.configs import default
 
 
 def get_config():

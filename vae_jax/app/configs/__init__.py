@@ -1,7 +1,7 @@
 """Configuration: ml_collections presets (one file per preset, each with `get_config()`) and their
 validation.
 
-Presets live beside this file; pass one to a script with ``--config=vae_jax/configs/NAME.py`` and
+Presets live beside this file; pass one to a script with ``--config=vae_jax/app/configs/NAME.py`` and
 override any field with ``--config.FIELD=value``. `validate` checks every field before any work
 starts and raises a `ConfigError` naming the field.
 """
@@ -131,6 +131,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get_default() -> ml_collections.ConfigDict:
     """The default preset (an MLP VAE on dynamically binarised MNIST)."""
-    from vae_jax.configs import default  # pylint: disable=import-outside-toplevel
+    from vae_jax.app.configs import default  # pylint: disable=import-outside-toplevel
 
     return default.get_config()

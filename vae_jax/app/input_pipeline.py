@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vae_jax import distributed
+from vae_jax.app import distributed
 
 
 def free_device_memory(device: jax.Device) -> Optional[int]:

@@ -32,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from vae_jax import configs, distributed, run_folder
+from vae_jax.app import configs, distributed, run_folder
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 
 

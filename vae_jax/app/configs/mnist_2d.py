@@ -1,6 +1,6 @@
 """mnist_2d: the MLP VAE with a 2-D latent space, for scatter plots and manifold grids."""
 
-from vae_jax.configs import default
+from vae_jax.app.configs import default
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """fashion_mnist_conv_gaussian: a convolutional VAE on grey-level Fashion-MNIST (not binarised) with
 a Gaussian likelihood whose scale is learned per pixel."""
 
-from vae_jax.configs import mnist_conv
+from vae_jax.app.configs import mnist_conv
 
 
 def get_config():

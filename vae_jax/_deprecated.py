@@ -1,0 +1,18 @@
+"""Old module paths that moved into `vae_jax.app`; they keep working for one release."""
+
+import importlib
+import warnings
+
+
+def forward(old: str, new: str):
+    """A module ``__getattr__`` for `old` that returns the attributes of module `new`, with a
+    `DeprecationWarning` naming the new path."""
+
+    def __getattr__(name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        warnings.warn(f"{old} moved to {new} in vae_jax 0.2 and will be removed in 0.3; import "
+                      f"{new}.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(new), name)
+
+    return __getattr__
