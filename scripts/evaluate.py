@@ -3,7 +3,7 @@
 Restores the latest (or `--step`) checkpoint of a `scripts/train.py` run in DIR, evaluates it on the
 test split (single-sample −ELBO, rate, distortion, the importance-weighted NLL estimate with K
 samples, bits per dimension, active units, KL per latent dimension), prints a table and writes
-DIR/eval.json. See `vae_jax.evaluation` for the definitions.
+DIR/eval.json. See `vae_jax.app.evaluation` for the definitions.
 """
 
 import json
@@ -26,7 +26,7 @@ USAGE = "python scripts/evaluate.py --workdir=DIR [--step=N] [--num_samples=K] [
 
 
 def evaluate():
-    from vae_jax import evaluation  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import evaluation  # pylint: disable=import-outside-toplevel
 
     report = evaluation.evaluate_workdir(
         _WORKDIR.value, step=_STEP.value, num_samples=_NUM_SAMPLES.value,

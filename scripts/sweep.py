@@ -12,7 +12,7 @@ Running the same command again resumes from the latest checkpoint in DIR.
 
 ``--extract`` trains nothing: it writes members of the sweep's latest checkpoint as
 ``scripts/train.py`` run folders ``DIR/members/II`` (checkpoint, config.json, metrics.jsonl), for
-``scripts/evaluate.py --workdir=DIR/members/II``. See `vae_jax.sweep` for the files in DIR.
+``scripts/evaluate.py --workdir=DIR/members/II``. See `vae_jax.app.sweep` for the files in DIR.
 """
 
 from absl import flags

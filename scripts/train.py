@@ -27,7 +27,7 @@ _CONFIG = cli.define_config_flag(USAGE)
 
 
 def train():
-    from vae_jax import training  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import training  # pylint: disable=import-outside-toplevel
     from vae_jax.app import distributed
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

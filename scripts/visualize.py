@@ -21,7 +21,7 @@ USAGE = "python scripts/visualize.py --workdir=DIR [--step=N] [--out=FOLDER] [--
 
 
 def visualize():
-    from vae_jax import plots  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import plots  # pylint: disable=import-outside-toplevel
 
     written = plots.visualize_workdir(_WORKDIR.value, step=_STEP.value, out_dir=_OUT.value,
                                       data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,

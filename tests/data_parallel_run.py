@@ -14,7 +14,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 import json  # pylint: disable=wrong-import-position
 
 import mock_train  # pylint: disable=wrong-import-position
-from vae_jax import training  # pylint: disable=wrong-import-position
+from vae_jax.app import training  # pylint: disable=wrong-import-position
 
 
 def main(tmp: str, runs_wanted: list[str]) -> None:

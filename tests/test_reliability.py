@@ -202,7 +202,7 @@ DAMAGES = {"truncated": (_truncate, "cannot read its arrays"),
 
 def _snapshot(folder: str) -> dict[str, bytes]:
     """Every file under `folder` with its contents, by relative path; not the writer's lock file
-    (`vae_jax.run_folder`), which names the last process that wrote the folder."""
+    (`vae_jax.app.run_folder`), which names the last process that wrote the folder."""
     files = {}
     for root, _, names in os.walk(folder):
         for name in names:

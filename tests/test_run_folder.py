@@ -1,4 +1,4 @@
-"""The run folder's promises (`vae_jax.run_folder`): one writer at a time; readers that change
+"""The run folder's promises (`vae_jax.app.run_folder`): one writer at a time; readers that change
 nothing, even while a save is in flight; folders that cannot be written found before training; a
 save that fails mid-run ends the run at once with one line, and the next run resumes exactly;
 readers skip a damaged latest checkpoint as training does."""

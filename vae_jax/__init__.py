@@ -7,7 +7,7 @@ The research API is a handful of pure functions over explicit params and PRNG ke
     params = vae.init(jax.random.key(0))
     terms = vae_jax.batch_elbo(vae, params, x, jax.random.key(1))   # per-example ELBO terms
 
-TensorFlow and TFDS load only in `vae_jax.data` (imported when data is loaded).
+TensorFlow and TFDS load only in `vae_jax.app.data` (imported when data is loaded).
 """
 
 from vae_jax.distributions import (

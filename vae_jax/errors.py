@@ -49,4 +49,4 @@ class TrainingDivergedError(VAEJaxError, FloatingPointError):
 
 class WorkdirError(ConfigError):
     """The run folder (``--workdir``) cannot be used: it, or a folder or file in it that training
-    writes, is not writable, or another process is writing it (`vae_jax.run_folder`)."""
+    writes, is not writable, or another process is writing it (`vae_jax.app.run_folder`)."""

@@ -57,7 +57,7 @@ class Likelihood(NamedTuple):
 
 def _is_traced(value) -> bool:
     """True for a value only known inside a transformation (e.g. a hyperparameter vmapped by
-    `vae_jax.sweep`): its range cannot be checked here, and it must stay a JAX value."""
+    `vae_jax.app.sweep`): its range cannot be checked here, and it must stay a JAX value."""
     return isinstance(value, jax.core.Tracer)
 
 

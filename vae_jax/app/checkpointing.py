@@ -10,7 +10,7 @@ mid-save, even by SIGKILL, leaves no checkpoint that looks complete; the next wr
 on the folder removes the temporary one. Damage done later (files truncated, deleted or altered) is
 caught on restore: reading fails, or the restored arrays differ from the digest.
 
-A `Checkpointer` opened with ``read_only=True`` (every reader of a run: `vae_jax.runs`) never
+A `Checkpointer` opened with ``read_only=True`` (every reader of a run: `vae_jax.app.runs`) never
 deletes, moves or creates anything: it leaves temporary folders (a save in progress) and damaged
 checkpoints where they are. Saves are synchronous: the training loop waits for each anyway, and a
 save that fails raises `CheckpointError` at once, with nothing left running in the background.

@@ -394,7 +394,7 @@ def visualize_run(run, out_dir: str, seed: int = 0, max_points: int = 10_000) ->
     and {NAME: "skipped: why"} of those that do not apply.
 
     The test split is scaled to [0, 1] and, when the run binarised, binarised once with
-    ``fold_in(key(seed), 0)`` (as `vae_jax.evaluation` does); prior samples use
+    ``fold_in(key(seed), 0)`` (as `vae_jax.app.evaluation` does); prior samples use
     ``fold_in(key(seed), 1)``. Codes are posterior means μ(x) (the codes of a plain AE).
 
     - reconstructions: 32 test images beside E[x | z = μ(x)].
@@ -517,7 +517,7 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
     `vae_jax.VAEJaxError` subclasses for a missing workdir, checkpoint or dataset (see
     `vae_jax.app.runs.load_run`), and `ConfigError` for an `out_dir` that cannot be written, before
     any work."""
-    from vae_jax import runs  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import runs  # pylint: disable=import-outside-toplevel
     from vae_jax.app import run_folder
     from vae_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
 

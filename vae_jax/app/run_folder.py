@@ -8,7 +8,7 @@ holds it. The kernel drops the lock when its process ends, however it ends (``ki
 included), so no stale lock can block a restart. With several processes (multi-host training),
 process 0 holds it for all of them.
 
-**Readers change nothing.** `vae_jax.runs` (and so `scripts/evaluate.py`, `scripts/visualize.py`
+**Readers change nothing.** `vae_jax.app.runs` (and so `scripts/evaluate.py`, `scripts/visualize.py`
 and `vae_jax.app.sweep.restore_sweep`) take no lock and open the checkpoints read-only
 (`vae_jax.app.checkpointing.Checkpointer` with ``read_only=True``): they never delete, move or create
 anything in the folder, so they are safe while a writer is saving. They only write the outputs

@@ -7,9 +7,9 @@ The model is the one the checkpoint's *own* config describes (not ``workdir/conf
 belongs to the last run started there), so a checkpoint always restores into the model that wrote
 it.
 
-Everything here only reads: checkpoints are opened read-only (`vae_jax.run_folder`), so loading a
+Everything here only reads: checkpoints are opened read-only (`vae_jax.app.run_folder`), so loading a
 run while `scripts/train.py` saves into it is safe, and a damaged latest checkpoint is skipped with
-a warning (the newest intact one is loaded) but left where it is. The checkpoint layout is `vae_jax.training`'s (`training.to_checkpoint`); only
+a warning (the newest intact one is loaded) but left where it is. The checkpoint layout is `vae_jax.app.training`'s (`training.to_checkpoint`); only
 `checkpoint_template` and `restore_params` here rely on it.
 """
 
@@ -87,7 +87,7 @@ def resolve_step(workdir: str, step: int | None = None,
 def model_config(saved: dict[str, Any], workdir: str = "") -> ml_collections.ConfigDict:
     """The checkpoint's JSON config over today's defaults (fields added since keep their
     defaults), JSON lists back to tuples. Raises `CheckpointError` for a sweep's checkpoint
-    (`vae_jax.sweep`), whose members are read as runs once extracted."""
+    (`vae_jax.app.sweep`), whose members are read as runs once extracted."""
     if "sweep" in saved:
         raise CheckpointError(
             f"{workdir or 'this folder'} holds a sweep (scripts/sweep.py), not one run: "

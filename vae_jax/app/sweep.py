@@ -512,7 +512,7 @@ def save_rate_distortion(workdir: str, sweep: Sweep, record: dict[str, Any]) -> 
     reconstruction loss (distortion), one point per member labelled with its values. Returns the
     path, or None when matplotlib is missing."""
     try:
-        from vae_jax import plots  # pylint: disable=import-outside-toplevel
+        from vae_jax.app import plots  # pylint: disable=import-outside-toplevel
         points = [plots.RatePoint(rate, distortion, sweep.label(i)) for i, (rate, distortion)
                   in enumerate(zip(record["test_kl"], record["test_reconstruction_loss"]))]
         return plots.save_rate_distortion(
@@ -562,7 +562,7 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -
     ``config.num_devices`` (0: as many as divide N) devices share the model axis. Returns the
     last metrics line (lists of N values), or {step, epoch} when there was nothing to train.
     Like a single run, it holds `workdir`'s writer lock and checks what it writes first
-    (`vae_jax.run_folder`).
+    (`vae_jax.app.run_folder`).
     """
     cfgs = member_configs(config, sweep)
     with run_folder.lock(workdir):
@@ -697,7 +697,7 @@ def restore_sweep(workdir: str, step: int | None = None) -> SweepRun:
     """Restores sweep checkpoint `step` (None: the latest) of `workdir`, with the config and sweep
     saved in it. Raises `CheckpointError` when there is none, when `workdir` holds a single run
     rather than a sweep, or when the checkpoint is damaged."""
-    from vae_jax import runs  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import runs  # pylint: disable=import-outside-toplevel
 
     step = runs.resolve_step(workdir, step, trainer="scripts/sweep.py --sweep=...")
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR),
@@ -730,7 +730,7 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     of ``scripts/train.py``; epoch_time_s is the whole sweep's). ``scripts/evaluate.py`` and
     ``scripts/visualize.py`` read the folder, and ``scripts/train.py`` with the member's config
     resumes it. Extracting the same step again changes nothing. Returns the folder. Holds the
-    member folder's writer lock (`vae_jax.run_folder`) while it writes; reads the sweep's
+    member folder's writer lock (`vae_jax.app.run_folder`) while it writes; reads the sweep's
     checkpoints read-only.
     Raises `ConfigError` for an index out of range and `CheckpointError` for a missing sweep.
     """

@@ -121,7 +121,7 @@ def make_train_step(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
     `make_loss_fn(vae, objective, free_bits, iwae_samples)` with β = kl_weight(step) (a schedule,
     or a constant), and returns the loss, neg_elbo, reconstruction_loss and kl of the batch, and
     bool (3,) flags of a non-finite reconstruction term, KL term or gradient (`CHECKED_TERMS`).
-    `make_train_steps` loops it; `vae_jax.sweep` vmaps it over models.
+    `make_train_steps` loops it; `vae_jax.app.sweep` vmaps it over models.
     """
     loss_fn = make_loss_fn(vae, objective, free_bits, iwae_samples)
 
@@ -360,7 +360,7 @@ def _train_epoch(train_steps: Callable, state: TrainState,
                  chunks: Iterator[tuple[jax.Array, jax.Array]], epoch: int,
                  last_saved: int | None, bar):
     """Runs the epoch's `chunks` of (images, indices (steps, batch_size) into them) in one call
-    each (`vae_jax.input_pipeline`), checking each call for non-finite steps; returns the new
+    each (`vae_jax.app.input_pipeline`), checking each call for non-finite steps; returns the new
     state and the epoch's mean train metrics."""
     chunk_metrics = []
     for chunk_images, chunk_indices in chunks:
@@ -399,7 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoint's step alone when there was nothing left to train).
 
     The run holds `workdir`'s writer lock throughout and checks before any training that it can
-    write every folder and file it will (`vae_jax.run_folder`). Raises `WorkdirError` when another
+    write every folder and file it will (`vae_jax.app.run_folder`). Raises `WorkdirError` when another
     process writes `workdir`, when something in it cannot be written, or when a write fails
     mid-run (`CheckpointError` for a failed save): one line saying which checkpoint is kept.
     """
