@@ -67,7 +67,7 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     import numpy as np
 
     from vae_jax import model as model_lib, objectives
-    from vae_jax.app import configs, distributed, input_pipeline, threefry, training
+    from vae_jax.app import configs, distributed, input_pipeline, prng, training
 
     configs.validate(config)
     steps_per_epoch = num_examples // config.batch_size
@@ -75,7 +75,7 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     replicated, batch_sharded = distributed.data_parallel_shardings(mesh)
     vae = model_lib.from_config(config, image_shape)
     optimizer = training.make_optimizer(config, steps_per_epoch)
-    root_key = threefry.key(config.seed, config.prng_impl)
+    root_key = prng.key(config.seed, config.prng_impl)
     state = distributed.to_global(training.create_train_state(vae, optimizer, root_key),
                                   replicated)
     images = np.random.default_rng(0).integers(0, 256, (num_examples, *image_shape), np.uint8)

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from jax.extend import random as jax_random_extend
 
 from vae_jax import iwae, model as model_lib, networks, objectives
-from vae_jax.app import data, threefry
+from vae_jax.app import _threefry as threefry, data
 
 
 @settings(deadline=None, max_examples=25)

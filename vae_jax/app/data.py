@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax.app import threefry
+from vae_jax.app import _threefry as threefry
 from vae_jax.errors import DataError
 
 # Offline, TFDS retries a failed download for minutes; a few quick retries are enough to tell.

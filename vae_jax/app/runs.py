@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from vae_jax import model as model_lib
-from vae_jax.app import checkpointing, configs, data, threefry, training
+from vae_jax.app import checkpointing, configs, data, prng, training
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 from vae_jax.model import VAE, Params
 
@@ -103,7 +103,7 @@ def checkpoint_template(vae: VAE, config: ml_collections.ConfigDict,
     """A tree of the structure, shapes and dtypes that `training` saves for `config`'s run (its
     optimizer state is that of `training.make_optimizer`, whose structure does not depend on
     `steps_per_epoch`)."""
-    root_key = threefry.key(config.seed, config.prng_impl)
+    root_key = prng.key(config.seed, config.prng_impl)
     optimizer = training.make_optimizer(config, steps_per_epoch)
     state = training.create_train_state(vae, optimizer, root_key)
     return training.to_checkpoint(state)

@@ -70,7 +70,7 @@ import numpy as np
 import optax
 
 from vae_jax import model as model_lib, objectives
-from vae_jax.app import checkpointing, configs, data, run_folder, threefry, training
+from vae_jax.app import checkpointing, configs, data, run_folder, prng, training
 from vae_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 # Fields a sweep may vary: the floats the loss and the optimizer read, and the seed.
@@ -388,12 +388,12 @@ def create_sweep_state(member_cfgs: Sequence[ml_collections.ConfigDict],
                        input_shape: Sequence[int], steps_per_epoch: int) -> training.TrainState:
     """The stacked initial `training.TrainState` of the members: member i's is
     ``training.create_train_state`` of its own model and optimizer with
-    ``threefry.key(seed_i, prng_impl)``, as a single run starts."""
+    ``prng.key(seed_i, prng_impl)``, as a single run starts."""
     states = []
     for config in member_cfgs:
         parts = member_components(config, input_shape, steps_per_epoch)
         states.append(training.create_train_state(
-            parts.vae, parts.optimizer, threefry.key(config.seed, config.prng_impl)))
+            parts.vae, parts.optimizer, prng.key(config.seed, config.prng_impl)))
     return stack(states)
 
 
@@ -613,7 +613,7 @@ def _train_sweep(config: ml_collections.ConfigDict, cfgs: list, sweep: Sweep,
         data.check_unit_interval(data.to_unit_interval(test_images),
                                  f"the {config.dataset!r} test set")
         keys = jax.vmap(training.RunKeys.from_root)(state.key)
-        run_keys = [training.RunKeys.from_root(threefry.key(c.seed, c.prng_impl))
+        run_keys = [training.RunKeys.from_root(prng.key(c.seed, c.prng_impl))
                     for c in cfgs]
         train_steps = make_sweep_train_steps(step_factory(config, image_shape, steps_per_epoch),
                                              training.resolve_train_loop(config), shared_order)

@@ -33,7 +33,7 @@ import optax
 
 from vae_jax import iwae, model as model_lib, objectives
 from vae_jax.app import (checkpointing, configs, data, distributed, images, input_pipeline,
-                         run_folder, threefry)
+                         run_folder, prng)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
 METRICS_FILE = "metrics.jsonl"
@@ -254,7 +254,7 @@ def to_checkpoint(state: TrainState) -> dict[str, Any]:
 
 def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
     """Inverse of `to_checkpoint`; `prng_impl` is the run's `config.prng_impl`."""
-    key = threefry.wrap_key_data(tree["key"], prng_impl)
+    key = prng.wrap_key_data(tree["key"], prng_impl)
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
 
@@ -423,7 +423,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     log = functools.partial(print, flush=True) if main else lambda *args, **kwargs: None
     vae = model_lib.from_config(config, dataset.image_shape)
     optimizer = make_optimizer(config, steps_per_epoch)
-    root_key = threefry.key(config.seed, config.prng_impl)
+    root_key = prng.key(config.seed, config.prng_impl)
     keys = RunKeys.from_root(root_key)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                               config.max_to_keep)
