@@ -167,7 +167,7 @@ def test_bfloat16_training_gradients_are_close_to_float32_ones():
     mixed = model_lib.mlp_vae((28, 28, 1), 4, (64,), dtype=jnp.bfloat16)
     params = full.init(jax.random.key(0))
     x = data.binarize(jax.random.key(1), jax.random.uniform(jax.random.key(2), (32, 28, 28, 1)))
-    grads = [jax.grad(lambda p, m=m: objectives.loss(p, m, x, jax.random.key(3))[0])(params)
+    grads = [jax.grad(lambda p, m=m: objectives.loss(m, p, x, jax.random.key(3))[0])(params)
              for m in (full, mixed)]
     for a, b in zip(*map(jax.tree.leaves, grads)):
         assert b.dtype == jnp.float32
@@ -183,10 +183,10 @@ def test_batched_losses_are_the_means_of_the_single_example_terms(batch, num_sam
     x = jax.random.uniform(jax.random.key(seed + 1), (batch, 6))
     key = jax.random.key(seed + 2)
     keys = jax.random.split(key, batch)
-    _, means = objectives.loss(params, vae, x, key)
+    _, means = objectives.loss(vae, params, x, key)
     singles = jax.vmap(objectives.elbo, (None, None, 0, 0))(vae, params, x, keys)
     np.testing.assert_allclose(means.elbo, jnp.mean(singles.elbo), rtol=1e-5, atol=1e-5)
-    _, iwae_means = iwae.iwae_loss(params, vae, x, key, num_samples)
+    _, iwae_means = iwae.iwae_loss(vae, params, x, key, num_samples)
     iwae_singles = jax.vmap(iwae.iwae_terms, (None, None, 0, 0, None))(vae, params, x, keys,
                                                                        num_samples)
     for a, b in zip(iwae_means, iwae_singles):

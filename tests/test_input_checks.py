@@ -49,9 +49,9 @@ def test_batch_functions_refuse_one_example(model, function):
     vae, params, x = model
     calls = {
         "batch_elbo": lambda x: objectives.batch_elbo(vae, params, x, jax.random.key(2)),
-        "loss": lambda x: objectives.loss(params, vae, x, jax.random.key(2)),
+        "loss": lambda x: objectives.loss(vae, params, x, jax.random.key(2)),
         "batch_iwae_bound": lambda x: iwae.batch_iwae_bound(vae, params, x, jax.random.key(2), 3),
-        "iwae_loss": lambda x: iwae.iwae_loss(params, vae, x, jax.random.key(2), 3),
+        "iwae_loss": lambda x: iwae.iwae_loss(vae, params, x, jax.random.key(2), 3),
     }
     for bad in (x[0], x[:, :, :4], x[:0], x.reshape(B, -1)):
         with pytest.raises(vae_jax.ShapeError, match=rf"{function}: x must have shape "
@@ -90,8 +90,8 @@ def test_correct_calls_still_work_under_jit_vmap_and_grad(model):
     vmapped = jax.vmap(objectives.elbo, (None, None, 0, 0))(vae, params, x, keys)
     np.testing.assert_allclose(vmapped.objective,
                                objectives.batch_elbo(vae, params, x, key).objective, rtol=1e-5)
-    grads, _ = jax.jit(jax.grad(iwae.iwae_loss, has_aux=True), static_argnums=(1, 4))(
-        params, vae, x, key, 2)
+    grads, _ = jax.jit(jax.grad(iwae.iwae_loss, argnums=1, has_aux=True), static_argnums=(0, 4))(
+        vae, params, x, key, 2)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -107,7 +107,7 @@ def test_keys_must_be_one_typed_key(model):
                        "wrap_key_data"):
         objectives.elbo(vae, params, x[0], jax.random.PRNGKey(0))
     with pytest.raises(vae_jax.ShapeError, match="typed PRNG key"):
-        objectives.loss(params, vae, x, 0)
+        objectives.loss(vae, params, x, 0)
     with pytest.raises(vae_jax.ShapeError, match=r"key must be one key"):
         iwae.iwae_bound(vae, params, x[0], jax.random.split(jax.random.key(0), 2), 3)
     with pytest.raises(vae_jax.ShapeError, match="typed PRNG key"):
@@ -195,10 +195,10 @@ def test_encoding_a_data_set_checks_values_when_concrete_only(model, function):
 @pytest.mark.parametrize("name,call", [
     ("elbo", lambda vae, p, x, k: objectives.elbo(vae, p, x[0], k)),
     ("batch_elbo", lambda vae, p, x, k: objectives.batch_elbo(vae, p, x, k)),
-    ("loss", lambda vae, p, x, k: objectives.loss(p, vae, x, k)),
+    ("loss", lambda vae, p, x, k: objectives.loss(vae, p, x, k)),
     ("iwae_bound", lambda vae, p, x, k: iwae.iwae_bound(vae, p, x[0], k, 3)),
     ("batch_iwae_bound", lambda vae, p, x, k: iwae.batch_iwae_bound(vae, p, x, k, 3)),
-    ("iwae_loss", lambda vae, p, x, k: iwae.iwae_loss(p, vae, x, k, 3)),
+    ("iwae_loss", lambda vae, p, x, k: iwae.iwae_loss(vae, p, x, k, 3)),
     ("bernoulli_log_prob", lambda vae, p, x, k: D.bernoulli_log_prob(jnp.zeros_like(x), x)),
 ])
 def test_every_function_taking_data_checks_concrete_values_and_not_traced_ones(model, name,
@@ -227,7 +227,7 @@ def test_the_training_loss_adds_no_host_sync(model):
     """The checks are static: the jitted loss's program is the same with or without them (no
     callbacks, no transfers), and traced data is never inspected."""
     vae, params, x = model
-    jaxpr = jax.make_jaxpr(lambda p, x, k: objectives.loss(p, vae, x, k))(params, x,
+    jaxpr = jax.make_jaxpr(lambda p, x, k: objectives.loss(vae, p, x, k))(params, x,
                                                                           jax.random.key(0))
     primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
     assert not any("callback" in name for name in primitives), primitives

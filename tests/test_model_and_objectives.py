@@ -51,8 +51,9 @@ class TestShapes(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_grad_of_loss_has_param_shapes(self):
-        grads, means = self.variant(jax.grad(objectives.loss, has_aux=True), static_argnums=1)(
-            self.params, self.vae, self.x, jax.random.key(3))
+        grads, means = self.variant(jax.grad(objectives.loss, argnums=1, has_aux=True),
+                                    static_argnums=0)(self.vae, self.params, self.x,
+                                                      jax.random.key(3))
         chex.assert_trees_all_equal_shapes(grads, self.params)
         chex.assert_tree_all_finite(grads)
         chex.assert_shape(list(means), ())
@@ -97,10 +98,42 @@ def test_elbo_hand_computed():
 
 def test_loss_is_the_batch_mean_of_the_negative_objective(vae, x):
     params = vae.init(jax.random.key(0))
-    value, means = objectives.loss(params, vae, x, jax.random.key(1), 2.0)
+    value, means = objectives.loss(vae, params, x, jax.random.key(1), 2.0)
     terms = objectives.batch_elbo(vae, params, x, jax.random.key(1), 2.0)
     np.testing.assert_allclose(value, -terms.objective.mean(), rtol=1e-6)
     np.testing.assert_allclose(means.kl, terms.kl.mean(), rtol=1e-6)
+
+
+def test_loss_takes_the_model_first_and_grads_in_params_with_argnums_1(vae, x):
+    params = vae.init(jax.random.key(0))
+    key = jax.random.key(1)
+    grads, means = jax.grad(objectives.loss, argnums=1, has_aux=True)(vae, params, x, key, 2.0)
+    chex.assert_trees_all_equal_shapes(grads, params)
+    expected = jax.grad(lambda p: objectives.loss(vae, p, x, key, 2.0)[0])(params)
+    chex.assert_trees_all_close(grads, expected, rtol=1e-6)
+    jitted = jax.jit(objectives.loss, static_argnums=0)
+    np.testing.assert_allclose(jitted(vae, params, x, key, 2.0)[0],
+                               objectives.loss(vae, params, x, key, 2.0)[0], rtol=1e-6)
+    iwae_grads, _ = jax.grad(vae_jax.iwae_loss, argnums=1, has_aux=True)(vae, params, x, key, 3)
+    chex.assert_trees_all_equal_shapes(iwae_grads, params)
+    del means
+
+
+@pytest.mark.parametrize("name", ["loss", "iwae_loss"])
+def test_the_old_params_first_order_warns_and_gives_the_same_value(vae, x, name):
+    function = getattr(vae_jax, name)
+    params = vae.init(jax.random.key(0))
+    key = jax.random.key(1)
+    extra = (2.0,) if name == "loss" else (3,)
+    value, terms = function(vae, params, x, key, *extra)
+    with pytest.warns(DeprecationWarning, match=rf"{name}\(params, model, …\) is deprecated; "
+                      rf"call {name}\(model, params, …\)"):
+        old_value, old_terms = function(params, vae, x, key, *extra)
+    np.testing.assert_array_equal(old_value, value)
+    chex.assert_trees_all_equal(old_terms, terms)
+    with pytest.warns(DeprecationWarning):  # under jit the swap happens at trace time
+        jitted = jax.jit(lambda p: function(p, vae, x, key, *extra)[0])(params)
+    np.testing.assert_allclose(jitted, value, rtol=1e-6)
 
 
 def test_vae_is_hashable_for_static_jit(vae, x):

@@ -109,7 +109,8 @@ def test_learned_scale_params_are_trained_with_the_rest():
     vae = vae_jax.mlp_vae((2, 2), latent_dim=1, hidden_dims=(4,),
                           likelihood=likelihoods.gaussian("scalar", 1.0))
     params = vae.init(jax.random.key(0))
-    grads, _ = jax.grad(objectives.loss, has_aux=True)(params, vae, X[None], jax.random.key(1))
+    grads, _ = jax.grad(objectives.loss, argnums=1, has_aux=True)(vae, params, X[None],
+                                                                 jax.random.key(1))
     assert set(grads) == {"encoder", "decoder", "likelihood"}
     assert float(jnp.abs(grads["likelihood"]["log_scale"])) > 0
 
@@ -126,13 +127,13 @@ def test_free_bits_floor_each_dimensions_batch_mean_kl():
     params["encoder"]["mean"]["bias"] = jnp.array([0.0, 2.0])  # KL per dim: 0 and ½·2² = 2
     x = jnp.ones((3, 2))
     key = jax.random.key(0)
-    value0, terms = objectives.loss(params, vae, x, key, 1.0, free_bits=0.0)
-    value1, _ = objectives.loss(params, vae, x, key, 1.0, free_bits=0.5)
-    value3, _ = objectives.loss(params, vae, x, key, 1.0, free_bits=3.0)
+    value0, terms = objectives.loss(vae, params, x, key, 1.0, free_bits=0.0)
+    value1, _ = objectives.loss(vae, params, x, key, 1.0, free_bits=0.5)
+    value3, _ = objectives.loss(vae, params, x, key, 1.0, free_bits=3.0)
     np.testing.assert_allclose(terms.kl, 2.0, rtol=1e-6)
     np.testing.assert_allclose(value1 - value0, 0.5, rtol=1e-5)  # dim 0 raised from 0 to 0.5
     np.testing.assert_allclose(value3 - value0, 3.0 + 1.0, rtol=1e-5)  # 0 → 3 and 2 → 3
-    grads = jax.grad(lambda p: objectives.loss(p, vae, x, key, 1.0, 3.0)[0])(params)
+    grads = jax.grad(lambda p: objectives.loss(vae, p, x, key, 1.0, 3.0)[0])(params)
     np.testing.assert_allclose(grads["encoder"]["mean"]["bias"], 0.0, atol=1e-6)
 
 

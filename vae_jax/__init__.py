@@ -28,6 +28,7 @@ from vae_jax.errors import (
     VAEJaxError,
     WorkdirError,
 )
+from vae_jax.iwae import batch_iwae_bound, iwae_bound, iwae_loss
 from vae_jax.likelihoods import Likelihood
 from vae_jax.model import VAE, conv_vae, make_vae, mlp_vae
 from vae_jax.objectives import ELBOTerms, batch_elbo, elbo, kl_weight_schedule, loss
@@ -40,5 +41,6 @@ __all__ = [
     "WorkdirError", "Likelihood", "conv_vae", "make_vae",
     "kl_weight_schedule",
     "batch_elbo", "bernoulli_log_prob", "categorical_kl", "elbo", "gaussian_kl_to_standard_normal",
-    "gaussian_log_prob", "gaussian_sample", "loss", "mlp_vae", "standard_normal_log_prob",
+    "gaussian_log_prob", "gaussian_sample", "loss", "iwae_bound", "batch_iwae_bound", "iwae_loss",
+    "mlp_vae", "standard_normal_log_prob",
 ]

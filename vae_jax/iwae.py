@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions, objectives
 from vae_jax.errors import ConfigError, ShapeError
-from vae_jax.model import VAE, Params, check_input
+from vae_jax.model import VAE, Params, _model_first, check_input
 
 
 def _check(model: VAE, num_samples: int, chunk_size: int | None) -> None:
@@ -204,14 +204,16 @@ def _batch_iwae_terms(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
     return objectives.ELBOTerms(bound, jnp.mean(log_px_z, axis=-1), kl)
 
 
-def iwae_loss(params: Params, model: VAE, x: jax.Array, key: jax.Array,
+def iwae_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array,
               num_samples: int) -> tuple[jax.Array, objectives.ELBOTerms]:
     """Training loss −mean_batch log p̂_K(x) and the batch means of `iwae_terms`, for `jax.grad`
-    with ``has_aux=True``; the drop-in counterpart of `vae_jax.objectives.loss` (β has no place
-    in the IWAE bound, K takes its argument slot). x has shape (B, *input_shape); `key` is split
-    into one key per example. Raises as `iwae_bound`, with x a float batch
-    (B ≥ 1, *model.input_shape).
+    with ``has_aux=True`` and ``argnums=1`` (params is the second argument); the drop-in
+    counterpart of `vae_jax.objectives.loss` (β has no place in the IWAE bound, K takes its
+    argument slot). x has shape (B, *input_shape); `key` is split into one key per example.
+    Raises as `iwae_bound`, with x a float batch (B ≥ 1, *model.input_shape). The old order
+    ``iwae_loss(params, model, …)`` still works for one release and warns (`DeprecationWarning`).
     """
+    model, params = _model_first("iwae_loss", model, params)
     _check(model, num_samples, None)
     check_input(model, x, "iwae_loss", batched=True)
     distributions.check_key(key)

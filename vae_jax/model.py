@@ -14,6 +14,7 @@ functions out. Nothing is hidden in the object — parameters are an explicit py
 be closed over or passed as a static argument to `jax.jit`.
 """
 
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -137,6 +138,20 @@ def check_data_values(model: "VAE", x, name: str = "x") -> None:
 _BATCHED = {"elbo": "vae_jax.batch_elbo", "iwae_bound": "iwae.batch_iwae_bound",
             "iwae_objective": "iwae.iwae_loss", "iwae_terms": "iwae.iwae_loss",
             "log_importance_weights": "jax.vmap(iwae.log_importance_weights)"}
+
+
+def _model_first(function: str, model, params) -> tuple["VAE", Params]:
+    """(model, params) for a function called ``function(model, params, …)``; the old order
+    ``function(params, model, …)`` still works for one release, with a `DeprecationWarning`.
+
+    The VAE is a static Python object (a NamedTuple of functions), so the swap happens at trace
+    time and works under `jax.jit`, `vmap` and `grad` alike.
+    """
+    if not isinstance(model, VAE) and isinstance(params, VAE):
+        warnings.warn(f"{function}(params, model, …) is deprecated; call "
+                      f"{function}(model, params, …)", DeprecationWarning, stacklevel=3)
+        return params, model
+    return model, params
 
 
 def _positive_int(name: str, value) -> int:

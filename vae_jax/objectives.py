@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from vae_jax import distributions
-from vae_jax.model import VAE, Params, check_input
+from vae_jax.model import VAE, Params, _model_first, check_input
 
 
 class ELBOTerms(NamedTuple):
@@ -117,7 +117,7 @@ def batch_elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array,
     return jax.vmap(elbo, in_axes=(None, None, 0, 0, None))(model, params, x, keys, beta)
 
 
-def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array, beta: float = 1.0,
+def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float = 1.0,
          free_bits: float = 0.0) -> tuple[jax.Array, ELBOTerms]:
     """Training loss and the batch-mean ELBO terms (for `jax.grad` with ``has_aux=True``).
 
@@ -127,9 +127,16 @@ def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array, beta: float =
     batch-mean KL is below λ are not pushed further towards the prior. With λ = 0 this is
     −mean_b(reconstruction − β·kl). The returned terms are the true (unclipped) ones.
 
+    Differentiate in `params`, the second argument::
+
+        grads, terms = jax.grad(vae_jax.loss, argnums=1, has_aux=True)(model, params, x, key)
+
+    The old order ``loss(params, model, …)`` still works for one release and warns
+    (`DeprecationWarning`).
+
     Args:
-      params: the model's parameters (differentiated).
       model: the VAE (static under jit).
+      params: the model's parameters (differentiated).
       x: a float batch, shape (B, *model.input_shape).
       key: one typed PRNG key, shape (); split into one key per example.
       beta: the KL weight β.
@@ -142,6 +149,7 @@ def loss(params: Params, model: VAE, x: jax.Array, key: jax.Array, beta: float =
       ShapeError: x is not a float batch (B ≥ 1, *model.input_shape), or `key` is not one typed
         key; static checks at trace time, nothing is added to the compiled step.
     """
+    model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
     distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
