@@ -204,7 +204,7 @@ def test_manifold_grid_errors_name_the_expected_shapes():
 def test_bad_arguments_are_named():
     with pytest.raises(vae_jax.ConfigError, match="0 < low < high < 1"):
         latent.quantile_grid(3, 3, 0.0, 0.9)
-    with pytest.raises(vae_jax.ConfigError, match="rows must be a positive integer"):
+    with pytest.raises(vae_jax.ShapeError, match="rows must be a positive integer"):
         latent.linear_grid(0, 3)
     with pytest.raises(vae_jax.ShapeError, match="two codes of one shape"):
         latent.lerp(jnp.zeros(3), jnp.zeros(4), 5)

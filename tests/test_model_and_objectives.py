@@ -155,11 +155,15 @@ def test_integer_pixels_are_a_clear_error(vae):
         vae.encode(params, jnp.zeros((2, *INPUT_SHAPE), jnp.uint8))
 
 
-def test_bad_sizes_are_config_errors():
-    with pytest.raises(vae_jax.ConfigError, match="latent_dim"):
+def test_bad_sizes_are_shape_errors():
+    with pytest.raises(vae_jax.ShapeError, match="latent_dim must be a positive integer, got 0"):
         vae_jax.mlp_vae((28, 28, 1), latent_dim=0, hidden_dims=(10,))
-    with pytest.raises(vae_jax.ConfigError, match="hidden_dims"):
+    with pytest.raises(vae_jax.ShapeError, match="hidden_dims entries"):
         vae_jax.mlp_vae((28, 28, 1), latent_dim=2, hidden_dims=(-1,))
+    with pytest.raises(vae_jax.ShapeError, match="hidden_dim must be a positive integer"):
+        vae_jax.conv_vae((28, 28, 1), latent_dim=2, hidden_dim=0)
+    with pytest.raises(vae_jax.ShapeError, match="input_shape entries"):
+        vae_jax.mlp_vae((28, 0, 1), latent_dim=2, hidden_dims=(10,))
 
 
 def test_import_is_light():

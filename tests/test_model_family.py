@@ -10,7 +10,6 @@ import pytest
 
 import vae_jax
 from vae_jax import likelihoods, model as model_lib, objectives
-from vae_jax.app import configs
 
 X = jnp.array([[0.0, 0.5], [1.0, 0.25]])  # one example of shape (2, 2)
 MEAN = jnp.array([[0.5, 0.5], [0.0, 1.0]])
@@ -56,10 +55,30 @@ def test_mse_and_rmse_hand_computed():
 
 
 def test_negative_alpha_and_sigma_are_named():
-    with pytest.raises(vae_jax.ConfigError, match="config.alpha"):
+    with pytest.raises(vae_jax.ConfigError, match=r"^alpha must be non-negative, got -1.0$"):
         likelihoods.squared_error(-1.0)
-    with pytest.raises(vae_jax.ConfigError, match="config.gaussian_sigma"):
+    with pytest.raises(vae_jax.ConfigError, match=r"^sigma must be positive, got 0.0$"):
         likelihoods.gaussian("fixed", 0.0)
+    with pytest.raises(vae_jax.ConfigError, match=r"^sigma must be positive"):
+        likelihoods.gaussian("scalar", np.float32(-1.0))
+    with pytest.raises(vae_jax.ConfigError, match=r"^scale must be one of"):
+        likelihoods.gaussian("learned", 1.0)
+
+
+def test_sigma_and_alpha_may_be_arrays_or_traced_values_of_a_sweep():
+    x = jnp.array([[0.2, 0.9], [0.5, 0.0]])
+    decoded = jnp.zeros((2, 2))
+    sigmas = jnp.array([1.0, 0.5])
+    swept = jax.vmap(lambda s: likelihoods.gaussian("fixed", s).log_prob({}, x, decoded))(sigmas)
+    for s, value in zip((1.0, 0.5), swept):
+        np.testing.assert_allclose(value, likelihoods.gaussian("fixed", s).log_prob({}, x, decoded),
+                                   rtol=1e-6)
+    learned = likelihoods.gaussian("scalar", jnp.asarray(0.5)).init((2, 2))["log_scale"]
+    np.testing.assert_allclose(learned, math.log(0.5), rtol=1e-6)
+    alphas = jnp.array([1.0, 10.0])
+    values = jax.jit(jax.vmap(lambda a: likelihoods.squared_error(a).log_prob({}, x, decoded)))(
+        alphas)
+    np.testing.assert_allclose(values[1], 10 * values[0], rtol=1e-6)
 
 
 def test_gaussian_on_integer_pixels_is_a_clear_error():
@@ -101,7 +120,7 @@ class ConvShapes(chex.TestCase):
 
 
 def test_conv_rejects_an_image_shape_it_cannot_take():
-    with pytest.raises(vae_jax.ConfigError, match="divisible by 4; got \\(30, 30, 1\\)"):
+    with pytest.raises(vae_jax.ShapeError, match="divisible by 4; got \\(30, 30, 1\\)"):
         model_lib.conv_vae((30, 30, 1), latent_dim=2)
 
 
@@ -139,11 +158,10 @@ def test_free_bits_floor_each_dimensions_batch_mean_kl():
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 def test_bfloat16_compute_keeps_float32_params_and_outputs_close(architecture):
-    config = configs.get_default()
-    config.update(architecture=architecture, hidden_dims=(64,), latent_dim=4)
-    full = model_lib.from_config(config, (28, 28, 1))
-    config.compute_dtype = "bfloat16"
-    mixed = model_lib.from_config(config, (28, 28, 1))
+    build = {"mlp": lambda dtype: model_lib.mlp_vae((28, 28, 1), 4, (64,), dtype=dtype),
+             "conv": lambda dtype: model_lib.conv_vae((28, 28, 1), 4, hidden_dim=64,
+                                                      dtype=dtype)}[architecture]
+    full, mixed = build(jnp.float32), build(jnp.bfloat16)
     params = full.init(jax.random.key(0))
     mixed_params = mixed.init(jax.random.key(0))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(mixed_params))

@@ -40,7 +40,7 @@ from vae_jax.model import VAE, Params, _model_first, check_input
 def _check(model: VAE, num_samples: int, chunk_size: int | None) -> None:
     if not model.stochastic:
         raise ConfigError("the importance-weighted bound needs a stochastic encoder q(z|x); this "
-                          "model is a plain autoencoder (config.model='ae')")
+                          "model is a plain autoencoder (stochastic=False)")
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value <= 0):

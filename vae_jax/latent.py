@@ -33,16 +33,18 @@ from vae_jax.model import VAE, Params, check_data_values, check_input
 DEFAULT_CHUNK_SIZE = 1000
 
 
-def _positive_int(name: str, value) -> int:
+def _positive_int(name: str, value, error: type = ShapeError) -> int:
+    """`value` if it is a positive int, else `error`: `ShapeError` for a size of the result
+    (rows, num, …), `ConfigError` for an option that does not change it (chunk_size)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise error(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
 def _require_stochastic(vae: VAE, what: str) -> None:
     if not vae.stochastic:
         raise ConfigError(f"{what} needs a VAE with a prior p(z) = N(0, I) and a posterior q(z|x); "
-                          "this model is a plain autoencoder (config.model='ae'): its codes follow "
+                          "this model is a plain autoencoder (stochastic=False): its codes follow "
                           "no known distribution")
 
 
@@ -85,7 +87,7 @@ def encode_posterior(vae: VAE, params: Params, x: jax.Array,
 
 def _encode_chunked(vae: VAE, params: Params, x: jax.Array,
                     chunk_size: int) -> tuple[jax.Array, Optional[jax.Array]]:
-    chunk_size = _positive_int("chunk_size", chunk_size)
+    chunk_size = _positive_int("chunk_size", chunk_size, ConfigError)
     shape = tuple(jnp.shape(x))
     if len(shape) != len(vae.input_shape) + 1 or shape[1:] != tuple(vae.input_shape):
         raise ShapeError(f"x must have shape (N, {', '.join(map(str, vae.input_shape))}), "

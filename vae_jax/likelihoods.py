@@ -34,6 +34,7 @@ where √ has none). Values of x are not checked here (that needs a host sync; s
 """
 
 import math
+import numbers
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -55,10 +56,9 @@ class Likelihood(NamedTuple):
     mean: Callable[[jax.Array], jax.Array]
 
 
-def _is_traced(value) -> bool:
-    """True for a value only known inside a transformation (e.g. a hyperparameter vmapped by
-    `vae_jax.app.sweep`): its range cannot be checked here, and it must stay a JAX value."""
-    return isinstance(value, jax.core.Tracer)
+def _log(value) -> Any:
+    """log of a Python/NumPy number (exact, in float64) or of an array or traced value (jnp)."""
+    return math.log(value) if isinstance(value, numbers.Real) else jnp.log(value)
 
 
 def _require_float(x: jax.Array) -> None:
@@ -98,17 +98,24 @@ def bernoulli() -> Likelihood:
 
 
 def gaussian(scale: str = "fixed", sigma: float = 1.0) -> Likelihood:
-    """p(x|z) = Π N(xᵢ; μᵢ, s²) with s = `sigma` fixed, or learned from `sigma` as one scalar or
-    one value per pixel; `decoded` is the mean μ. `sigma` may be a traced value (a swept
-    hyperparameter); its range is then the caller's to check."""
+    """p(x|z) = Π N(xᵢ; μᵢ, s²) (`vae_jax.distributions.gaussian_log_prob`, in nats), with
+    s = `sigma` fixed, or learned from `sigma` as one scalar or one value per pixel; `decoded` is
+    the mean μ.
+
+    Args:
+      scale: "fixed", "scalar" or "per_pixel" (`GAUSSIAN_SCALES`).
+      sigma: s > 0, or its initial value when learned. A Python or NumPy number is checked here;
+        a JAX array or traced value (a hyperparameter swept inside `jax.vmap`) is used as is, and
+        its range is the caller's to check.
+
+    Raises:
+      ConfigError: `scale` is not one of `GAUSSIAN_SCALES`, or a number `sigma` is not > 0.
+    """
     if scale not in GAUSSIAN_SCALES:
-        raise ConfigError(f"config.gaussian_scale must be one of {GAUSSIAN_SCALES}, got {scale!r}")
-    if _is_traced(sigma):
-        log_sigma = jnp.log(sigma)
-    elif not sigma > 0:
-        raise ConfigError(f"config.gaussian_sigma must be positive, got {sigma!r}")
-    else:
-        log_sigma = math.log(sigma)
+        raise ConfigError(f"scale must be one of {GAUSSIAN_SCALES}, got {scale!r}")
+    if isinstance(sigma, numbers.Real) and not sigma > 0:
+        raise ConfigError(f"sigma must be positive, got {sigma!r}")
+    log_sigma = _log(sigma)
 
     def init(input_shape):
         if scale == "fixed":
@@ -126,12 +133,22 @@ def gaussian(scale: str = "fixed", sigma: float = 1.0) -> Likelihood:
 
 
 def squared_error(alpha: float = 1.0, root: bool = False) -> Likelihood:
-    """The notes' reconstruction term −α·MSE (or −α·RMSE with `root`), x̂ = sigmoid(decoded).
-    `alpha` may be a traced value (a swept hyperparameter); its range is then the caller's to
-    check. With `root` the gradient at an exact reconstruction (MSE = 0) is 0, a subgradient of
-    the RMSE at its minimum, where d√u/du = ∞ would make it NaN."""
-    if not _is_traced(alpha) and not alpha >= 0:
-        raise ConfigError(f"config.alpha must be non-negative, got {alpha!r}")
+    """The lecture notes' reconstruction term −α·MSE (or −α·RMSE with `root`), with
+    x̂ = sigmoid(decoded) and the mean over the pixels of one example (module docstring); not a
+    log-density, so the ELBO reported with it is not a bound on log p(x).
+
+    Args:
+      alpha: α ≥ 0. A Python or NumPy number is checked here; a JAX array or traced value (a
+        hyperparameter swept inside `jax.vmap`) is used as is, and its range is the caller's to
+        check.
+      root: −α·RMSE instead of −α·MSE. Its gradient at an exact reconstruction (MSE = 0) is 0, a
+        subgradient of the RMSE at its minimum, where d√u/du = ∞ would make it NaN.
+
+    Raises:
+      ConfigError: a number `alpha` is negative (or NaN).
+    """
+    if isinstance(alpha, numbers.Real) and not alpha >= 0:
+        raise ConfigError(f"alpha must be non-negative, got {alpha!r}")
 
     def log_prob(params, x, logits):
         del params
@@ -140,15 +157,3 @@ def squared_error(alpha: float = 1.0, root: bool = False) -> Likelihood:
         return -alpha * (_safe_sqrt(mse) if root else mse)
 
     return Likelihood("rmse" if root else "mse", lambda input_shape: {}, log_prob, jax.nn.sigmoid)
-
-
-def from_config(config) -> Likelihood:
-    """The likelihood that `config.likelihood` (and its gaussian_* / alpha fields) names."""
-    name = config.likelihood
-    if name == "bernoulli":
-        return bernoulli()
-    if name == "gaussian":
-        return gaussian(config.gaussian_scale, config.gaussian_sigma)
-    if name in ("mse", "rmse"):
-        return squared_error(config.alpha, root=name == "rmse")
-    raise ConfigError(f"config.likelihood must be one of {LIKELIHOODS}, got {name!r}")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import likelihoods, networks
-from vae_jax.errors import ConfigError, DataError, ShapeError
+from vae_jax.errors import DataError, ShapeError
 
 Params = Any  # a pytree of arrays: {"encoder": ..., "decoder": ...}
 
@@ -155,8 +155,9 @@ def _model_first(function: str, model, params) -> tuple["VAE", Params]:
 
 
 def _positive_int(name: str, value) -> int:
+    """`value` if it is a positive int (a size of the networks' arrays), else `ShapeError`."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ShapeError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -223,35 +224,9 @@ def conv_vae(input_shape: Sequence[int], latent_dim: int, channels: Sequence[int
     """
     input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
     latent_dim = _positive_int("latent_dim", latent_dim)
-    channels = tuple(_positive_int("conv_channels entries", c) for c in channels)
-    hidden_dim = _positive_int("hidden_dims[0]", hidden_dim)
+    channels = tuple(_positive_int("channels entries", c) for c in channels)
+    hidden_dim = _positive_int("hidden_dim", hidden_dim)
     networks.check_conv_shape(input_shape, channels)
     encoder = networks.ConvEncoder(channels, hidden_dim, latent_dim, stochastic, dtype)
     decoder = networks.ConvDecoder(channels, hidden_dim, input_shape, dtype)
     return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
-
-
-MODELS = ("vae", "ae")
-ARCHITECTURES = ("mlp", "conv")
-
-
-def from_config(config, input_shape: Sequence[int]) -> VAE:
-    """Builds the model that `config` (an ml_collections ConfigDict) describes for data of
-    `input_shape`: `model` (vae or ae), `architecture` (mlp or conv), `likelihood`."""
-    if config.model not in MODELS:
-        raise ConfigError(f"config.model must be one of {MODELS}, got {config.model!r}")
-    likelihood = likelihoods.from_config(config)
-    stochastic = config.model == "vae"
-    dtype = jnp.dtype(config.get("compute_dtype", "float32"))
-    if config.architecture == "mlp":
-        return mlp_vae(input_shape, config.latent_dim, tuple(config.hidden_dims), likelihood,
-                       stochastic, dtype)
-    if config.architecture == "conv":
-        hidden = tuple(config.hidden_dims)
-        if len(hidden) != 1:
-            raise ConfigError("architecture='conv' takes one dense width in config.hidden_dims, "
-                              f"e.g. (256,); got {hidden}")
-        return conv_vae(input_shape, config.latent_dim, tuple(config.conv_channels), hidden[0],
-                        likelihood, stochastic, dtype)
-    raise ConfigError(f"config.architecture must be one of {ARCHITECTURES}, got "
-                      f"{config.architecture!r}")

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.errors import ConfigError
+from vae_jax.errors import ShapeError
 
 # Dense kernels start as PyTorch's nn.Linear does, U(±1/√fan_in): after 10 epochs of the default
 # MNIST model this gave a test −ELBO about 0.5 nats lower than Flax's lecun_normal (seeds 0 and 1).
@@ -133,11 +133,12 @@ class MLPDecoder(nn.Module):
 
 
 def check_conv_shape(image_shape: Sequence[int], channels: Sequence[int]) -> None:
-    """Raises `ConfigError` unless H and W of `image_shape` halve exactly once per conv layer."""
+    """Raises `ShapeError` unless `image_shape` is (H, W, C) with H and W halving exactly once
+    per conv layer, i.e. divisible by 2^len(channels)."""
     factor = 2 ** len(channels)
     if len(image_shape) != 3 or image_shape[0] % factor or image_shape[1] % factor:
-        raise ConfigError(
-            f"architecture='conv' with conv_channels={tuple(channels)} needs images of shape "
+        raise ShapeError(
+            f"a convolutional VAE with channels={tuple(channels)} needs images of shape "
             f"(H, W, C) with H and W divisible by {factor}; got {tuple(image_shape)}")
 
 
