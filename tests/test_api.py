@@ -1,0 +1,60 @@
+"""The public API of the core: its names, a light import, and the core never importing the app."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import vae_jax
+
+CORE = pathlib.Path(vae_jax.__file__).parent
+
+PUBLIC = {
+    "models": ["VAE", "conv_vae", "make_vae", "mlp_vae"],
+    "likelihoods": ["Likelihood", "bernoulli", "gaussian", "squared_error"],
+    "objectives": ["ELBOTerms", "batch_elbo", "elbo", "kl_weight_schedule", "loss"],
+    "iwae": ["batch_iwae_bound", "iwae_bound", "iwae_loss"],
+    "distributions": ["bernoulli_log_prob", "categorical_kl", "gaussian_kl_to_standard_normal",
+                      "gaussian_log_prob", "gaussian_sample", "standard_normal_log_prob"],
+    "errors": ["CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError",
+               "ShapeError", "TrainingDivergedError", "VAEJaxError", "WorkdirError"],
+}
+
+
+def test_the_public_names_exist_and_are_all_of_all():
+    names = [name for group in PUBLIC.values() for name in group]
+    missing = [name for name in names if not hasattr(vae_jax, name)]
+    assert not missing, missing
+    assert sorted(vae_jax.__all__) == sorted(names)
+    for name in names:
+        assert getattr(vae_jax, name).__doc__, f"vae_jax.{name} has no docstring"
+
+
+def test_import_vae_jax_loads_no_application_library():
+    heavy = ("tensorflow", "tensorflow_datasets", "orbax", "matplotlib", "vae_jax.app")
+    code = ("import sys, vae_jax; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} "
+            f"or m.startswith('vae_jax.app')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def _imported_modules(path: pathlib.Path) -> list[str]:
+    imported = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            imported += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    return imported
+
+
+@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda path: path.name)
+def test_no_core_module_imports_the_application(path):
+    offending = [name for name in _imported_modules(path)
+                 if name == "vae_jax.app" or name.startswith("vae_jax.app.")]
+    assert not offending, f"{path.name} imports {offending}"
