@@ -1,9 +1,11 @@
-"""The run folder's promises (`vae_jax.app.run_folder`): one writer at a time; readers that change
-nothing, even while a save is in flight; folders that cannot be written found before training; a
+"""The run folder's promises (`vae_jax.app.run_folder`): its files written atomically and read
+in one place; one writer at a time; readers that change nothing, even while a save is in flight,
+and restore params without an optimizer; folders that cannot be written found before training; a
 save that fails mid-run ends the run at once with one line, and the next run resumes exactly;
 readers skip a damaged latest checkpoint as training does."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,7 +13,11 @@ import subprocess
 import sys
 import time
 
+import jax
+import ml_collections
+import numpy as np
 import pytest
+from PIL import Image
 
 import vae_jax
 from conftest import REPO, assert_one_line_error
@@ -20,7 +26,8 @@ from test_reliability import (  # pylint: disable=unused-import  (the fixture_* 
     LAST, MOCK_TRAIN, NUM_EPOCHS, STEPS_PER_EPOCH, Training, _snapshot, _truncate,
     checkpoint_steps, fixture_collect_garbage, fixture_reference, fixture_run_copy,
     metrics_lines, metrics_without_times, orbax_abandoned_reads, saving)
-from vae_jax.app import evaluation, plots, run_folder, runs, sweep, training
+from vae_jax.app import (builders, checkpointing, configs, evaluation, plots, run_folder, runs,
+                         sweep, training)
 
 TRAIN = str(REPO / "scripts" / "train.py")
 EVALUATE = str(REPO / "scripts" / "evaluate.py")
@@ -46,6 +53,156 @@ def _env(tmp_path) -> dict:
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
+# --- The files, written and read in one place ---------------------------------------------------
+
+
+def test_files_are_replaced_atomically_and_config_json_is_the_config(tmp_path):
+    path = str(tmp_path / "report.json")
+    run_folder.write_json(path, {"a": [1, 2], "b": None})
+    assert json.loads((tmp_path / "report.json").read_text()) == {"a": [1, 2], "b": None}
+    assert (tmp_path / "report.json").read_text() == json.dumps({"a": [1, 2], "b": None},
+                                                                indent=2)
+    run_folder.write_atomically(path, "new")
+    assert (tmp_path / "report.json").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # no temporary file left
+    config = configs.get_default()
+    run_folder.write_config(str(tmp_path), config)
+    saved = (tmp_path / run_folder.CONFIG_FILE).read_text()
+    assert saved == config.to_json(indent=2)
+    assert ml_collections.ConfigDict(json.loads(saved)).latent_dim == config.latent_dim
+
+
+def test_metrics_lines_are_appended_read_and_truncated_past_a_cut_line(tmp_path):
+    workdir = str(tmp_path)
+    assert run_folder.read_metrics(workdir) == []
+    run_folder.truncate_metrics(workdir, 0)  # no file: nothing to do, nothing created
+    assert not os.listdir(workdir)
+    for step in (4, 8, 12):
+        run_folder.append_metrics(workdir, {"step": step, "epoch": step // 4, "test_kl": 1.5})
+    path = tmp_path / run_folder.METRICS_FILE
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"step": 16, "epo')  # a run killed mid-write
+    assert [r["step"] for r in run_folder.read_metrics(workdir)] == [4, 8, 12]
+    assert run_folder.read_metrics(workdir)[0] == {"step": 4, "epoch": 1, "test_kl": 1.5}
+    before = path.read_text()
+    run_folder.truncate_metrics(workdir, 12)  # drops only the cut line
+    assert path.read_text() == before[:before.index('{"step": 16')]
+    run_folder.truncate_metrics(workdir, 4)  # the epochs after checkpoint 4 are redone
+    assert [r["step"] for r in run_folder.read_metrics(workdir)] == [4]
+    run_folder.truncate_metrics(workdir, 0)
+    assert path.read_text() == "" and run_folder.read_metrics(workdir) == []
+    assert sorted(os.listdir(workdir)) == [run_folder.METRICS_FILE]
+
+
+def _cells(path, rows, columns, size=6, padding=2, scale=2):
+    """The grey level of the centre of each cell of a picture that `images.save_grid` wrote."""
+    with Image.open(path) as picture:
+        pixels = np.asarray(picture.convert("L"), np.float32) / 255.0
+    centre = lambda i: scale * (padding + i * (size + padding) + size // 2)  # noqa: E731
+    return np.array([[pixels[centre(r), centre(c)] for c in range(columns)]
+                     for r in range(rows)])
+
+
+def test_pictures_interleave_inputs_and_reconstructions_row_by_row(tmp_path):
+    # Inputs of grey level (n + 1)/100, their reconstructions that plus 0.5; 6×6 pixels.
+    levels = (np.arange(32, dtype=np.float32) + 1) / 100
+    inputs = np.broadcast_to(levels[:, None, None, None], (32, 6, 6, 1))
+    samples = np.broadcast_to(np.linspace(0, 1, 64, dtype=np.float32)[:, None, None, None],
+                              (64, 6, 6, 1))
+    run_folder.save_pictures(str(tmp_path), 3, inputs, inputs + 0.5, samples)
+    folder = tmp_path / run_folder.IMAGES_DIR
+    assert sorted(os.listdir(folder)) == ["reconstructions_epoch003.png", "samples_epoch003.png"]
+    cells = _cells(folder / "reconstructions_epoch003.png", rows=8, columns=8)
+    expected = np.concatenate([np.stack([levels[8 * i:8 * i + 8], levels[8 * i:8 * i + 8] + 0.5])
+                               for i in range(4)])
+    np.testing.assert_allclose(cells, expected, atol=1 / 255)
+    np.testing.assert_allclose(_cells(folder / "samples_epoch003.png", rows=8, columns=8),
+                               np.linspace(0, 1, 64).reshape(8, 8), atol=1 / 255)
+    with pytest.raises(ValueError, match="must have one shape"):
+        run_folder.save_pictures(str(tmp_path), 4, inputs, inputs[:8], samples)
+
+
+def test_checkpoint_steps_and_resolve_step(tmp_path):
+    workdir = str(tmp_path / "run")
+    with pytest.raises(vae_jax.CheckpointError, match="does not exist"):
+        run_folder.resolve_step(workdir)
+    os.makedirs(os.path.join(workdir, run_folder.CHECKPOINT_DIR))
+    with pytest.raises(vae_jax.CheckpointError,
+                       match="no checkpoint in .*: train first with scripts/sweep.py"):
+        run_folder.resolve_step(workdir, trainer="scripts/sweep.py")
+    for name in ("8", "4", "12.damaged", "16.orbax-checkpoint-tmp-1"):
+        os.makedirs(os.path.join(workdir, run_folder.CHECKPOINT_DIR, name))
+    assert run_folder.checkpoint_steps(workdir) == [4, 8] == runs.checkpoint_steps(workdir)
+    assert run_folder.resolve_step(workdir) == 8 and run_folder.resolve_step(workdir, 4) == 4
+    with pytest.raises(vae_jax.CheckpointError, match="no checkpoint at step 12 .* steps 4, 8"):
+        run_folder.resolve_step(workdir, 12)
+
+
+def test_free_space_for_the_checkpoints_is_checked_first(tmp_path, monkeypatch):
+    tree = {"params": np.zeros((256, 1024), np.float32)}  # 1 MiB
+    run_folder.check_free_space(str(tmp_path), tree, 3)
+    usage = shutil.disk_usage(str(tmp_path))._replace(free=32 * 2**20)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(vae_jax.ConfigError,
+                       match=r"has 32 MiB free but the run needs about 68 MiB \(4 checkpoints of "
+                             r"1.0 MiB\); free space or lower --config.max_to_keep"):
+        run_folder.check_free_space(str(tmp_path), tree, 3)
+
+
+def _save_state(workdir, vae, config, step=4, digests=None, monkeypatch=None):
+    """A checkpoint at `step` of the layout training saves, with `vae`'s params and Adam's
+    state; returns the params."""
+    params = vae.init(jax.random.key(1))
+    optimizer = builders.optimizer(config, 4)
+    state = training.TrainState(params, optimizer.init(params), np.int32(step), jax.random.key(0))
+    if digests is not None:
+        monkeypatch.setattr(checkpointing, "_digests", digests)
+    writer = run_folder.checkpointer(workdir, 3)
+    with contextlib.closing(writer):
+        writer.save(step, training.to_checkpoint(state), config)
+    return params
+
+
+def test_a_reader_restores_the_params_alone_and_checks_them(tmp_path, monkeypatch):
+    config = configs.get_default()
+    config.update(hidden_dims=(8,), latent_dim=2)
+    vae = builders.model(config, (6, 6, 1))
+    workdir = str(tmp_path / "run")
+    params = _save_state(workdir, vae, config)
+    before = _state(workdir)
+    reader = run_folder.checkpointer(workdir, read_only=True)
+    with contextlib.closing(reader):
+        restored = runs.restore_params(reader, 4, vae)
+        other = builders.model(ml_collections.ConfigDict({**config.to_dict(), "latent_dim": 3}),
+                               (6, 6, 1))
+        with pytest.raises(vae_jax.CheckpointError,
+                           match=r"checkpoint 4 in .* holds a model of another shape: "
+                                 r"\['decoder'\]\['Dense_0'\]\['kernel'\] saved \(2, 8\) but "
+                                 r"this model has \(3, 8\)"):
+            runs.restore_params(reader, 4, other)
+        with pytest.raises(vae_jax.CheckpointError, match="opened read-only; cannot save"):
+            reader.save(8, {"params": params}, config)
+    assert_bit_identical(restored, params)
+    assert _state(workdir) == before  # the reader changed nothing
+
+    # The params are checked against their own digest; a checkpoint without one (written before
+    # it existed) is read all the same.
+    digests = checkpointing._digests  # pylint: disable=protected-access
+    _save_state(str(tmp_path / "altered"), vae, config, digests=lambda state: {
+        **digests(state), "params_sha256": "0" * 64}, monkeypatch=monkeypatch)
+    _save_state(str(tmp_path / "old"), vae, config, digests=lambda state: {
+        "sha256": digests(state)["sha256"]}, monkeypatch=monkeypatch)
+    for name, damaged in (("altered", True), ("old", False)):
+        reader = run_folder.checkpointer(str(tmp_path / name), read_only=True)
+        with contextlib.closing(reader):
+            if damaged:
+                with pytest.raises(vae_jax.DamagedCheckpointError,
+                                   match="its arrays differ from the digest saved with them"):
+                    runs.restore_params(reader, 4, vae)
+            else:
+                assert_bit_identical(runs.restore_params(reader, 4, vae), params)
+
+
 # --- Readers change nothing ---------------------------------------------------------------------
 
 
@@ -60,7 +217,7 @@ def _read_everything(workdir: str, data_dir: str, out: str) -> None:
 
 def test_readers_leave_a_save_in_progress_and_everything_else_alone(reference, run_copy,
                                                                     tmp_path):
-    planted = os.path.join(run_copy, training.CHECKPOINT_DIR, TMP_SAVE, "state")
+    planted = os.path.join(run_copy, run_folder.CHECKPOINT_DIR, TMP_SAVE, "state")
     os.makedirs(planted)
     open(os.path.join(planted, "f"), "w", encoding="utf-8").close()
     before = _state(run_copy)
@@ -68,8 +225,8 @@ def test_readers_leave_a_save_in_progress_and_everything_else_alone(reference, r
     after = _state(run_copy)
     assert os.path.exists(os.path.join(planted, "f"))
     # The one file a reader writes is the report it was asked for.
-    assert set(after) - set(before) == {evaluation.EVAL_FILE}
-    del after[evaluation.EVAL_FILE]
+    assert set(after) - set(before) == {run_folder.EVAL_FILE}
+    del after[run_folder.EVAL_FILE]
     assert after == before
 
 
@@ -183,7 +340,7 @@ def test_an_old_checkpoint_that_cannot_be_deleted_mid_run_is_named(reference, ru
                                                                    monkeypatch):
     # The start-up check would find it; here it appears after that check, as mid-run.
     monkeypatch.setattr(run_folder, "check_writable", lambda workdir: None)
-    blocked = os.path.join(run_copy, training.CHECKPOINT_DIR, str(OLDEST), "commit_success.txt")
+    blocked = os.path.join(run_copy, run_folder.CHECKPOINT_DIR, str(OLDEST), "commit_success.txt")
     with unwritable(blocked), mocked_mnist(), pytest.raises(
             vae_jax.CheckpointError,
             match=rf"checkpoint {LAST + STEPS_PER_EPOCH} was saved in .*, but checkpoint\(s\) "
@@ -208,7 +365,7 @@ def test_train_py_names_an_unwritable_checkpoints_folder_at_once(tmp_path):
 
 def test_a_save_that_fails_mid_run_stops_at_once_and_the_next_run_resumes(reference, tmp_path):
     workdir, data_dir = str(tmp_path / "run"), reference[1]
-    folder = os.path.join(workdir, training.CHECKPOINT_DIR)
+    folder = os.path.join(workdir, run_folder.CHECKPOINT_DIR)
     with open(tmp_path / "stderr.log", "w+", encoding="utf-8") as log:
         run = Training(workdir, data_dir, _env(tmp_path), log)
         run.kill_when(lambda r: checkpoint_steps(workdir) and not saving(workdir),
@@ -261,7 +418,7 @@ def test_a_read_only_run_folder_is_evaluated_and_pictures_need_another_folder(
 @orbax_abandoned_reads
 def test_readers_skip_a_damaged_latest_checkpoint_and_leave_it_in_place(reference, run_copy,
                                                                         capsys):
-    _truncate(os.path.join(run_copy, training.CHECKPOINT_DIR, str(LAST)))
+    _truncate(os.path.join(run_copy, run_folder.CHECKPOINT_DIR, str(LAST)))
     before = _snapshot(run_copy)
     previous = LAST - STEPS_PER_EPOCH
     with mocked_mnist():
@@ -273,7 +430,7 @@ def test_readers_skip_a_damaged_latest_checkpoint_and_leave_it_in_place(referenc
     assert warning.endswith("left it in place (training moves it aside when it resumes) and "
                             f"loaded checkpoint {previous}")
     after = _snapshot(run_copy)
-    del after[evaluation.EVAL_FILE]
+    del after[run_folder.EVAL_FILE]
     assert after == before
 
     with mocked_mnist(), pytest.raises(

@@ -1,9 +1,11 @@
 """Orbax checkpoints of a training run: save, find the newest intact one, restore it into a
 matching template.
 
-Each checkpoint is a step-numbered folder under ``WORKDIR/checkpoints`` with three items: ``state``
-(params, optimizer state, step and PRNG key, as a pytree of arrays), ``config`` (the run's
-configuration as JSON) and ``digest`` (the SHA-256 of the state's arrays, `state_digest`).
+Each checkpoint is a step-numbered folder under ``WORKDIR/checkpoints`` (opened through
+`vae_jax.app.run_folder.checkpointer`) with three items: ``state`` (params, optimizer state, step
+and PRNG key, as a pytree of arrays: `vae_jax.app.training.to_checkpoint`), ``config`` (the run's
+configuration as JSON) and ``digest`` (`state_digest` of the state's arrays and, on its own, of
+its params: a reader restores and checks the params alone, `Checkpointer.restore_params`).
 
 Orbax writes a checkpoint into a temporary folder and renames it when complete, so a process killed
 mid-save, even by SIGKILL, leaves no checkpoint that looks complete; the next writing `Checkpointer`
@@ -32,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from vae_jax.app import configs, distributed, run_folder
+from vae_jax.app import configs, distributed
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 
 
@@ -50,17 +52,38 @@ def incompatible_fields(saved: dict[str, Any], current: dict[str, Any]) -> list[
     return sorted(k for k in keys if saved.get(k, default.get(k)) != current.get(k))
 
 
+def kept(last_saved: int | None) -> str:
+    """What a stopped run leaves to resume from: the checkpoint at `last_saved`, or none."""
+    return ("no checkpoint was written" if last_saved is None
+            else f"the checkpoint at step {last_saved} is kept")
+
+
 def state_digest(tree: Any) -> str:
     """SHA-256 (hex) of a pytree of arrays: every leaf's path, dtype, shape and bytes, in order.
 
     Equal for two trees exactly when they hold bit-identical arrays at the same paths.
     """
+    return _host_digest(distributed.to_host(tree))
+
+
+def _host_digest(tree: Any) -> str:
+    """`state_digest` of a tree already on the host."""
     digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(distributed.to_host(tree)):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         array = np.ascontiguousarray(leaf)
         digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def _digests(state: Any) -> dict[str, str]:
+    """The ``digest`` item saved with `state`: "sha256", its `state_digest`, and, for a state with
+    params, "params_sha256", theirs alone (one copy to the host for both)."""
+    host = distributed.to_host(state)
+    digests = {"sha256": _host_digest(host)}
+    if isinstance(host, dict) and "params" in host:
+        digests["params_sha256"] = _host_digest(host["params"])
+    return digests
 
 
 def _collect_abandoned_reads() -> None:
@@ -100,11 +123,12 @@ def _quiet_orbax_read_only_notices():
 class Checkpointer:
     """Saves and restores training state in ``directory`` with an Orbax CheckpointManager."""
 
-    def __init__(self, directory: str, max_to_keep: int = 3, read_only: bool = False):
+    def __init__(self, directory: str, max_to_keep: int | None = 3, read_only: bool = False):
         """Opens (and, unless `read_only`, creates) the checkpoint folder `directory`.
 
-        A writer removes temporary folders that a killed save left behind; a `read_only` one
-        changes nothing in `directory` and refuses to save.
+        A writer keeps the newest `max_to_keep` checkpoints (None: all) and removes temporary
+        folders that a killed save left behind; a `read_only` one changes nothing in `directory`
+        and refuses to save.
         """
         self.directory = os.path.abspath(directory)
         self.read_only, self.max_to_keep = read_only, max_to_keep
@@ -139,13 +163,13 @@ class Checkpointer:
             written = self._manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 config=ocp.args.JsonSave(config_to_json(config)),
-                digest=ocp.args.JsonSave({"sha256": state_digest(state)})))
+                digest=ocp.args.JsonSave(_digests(state))))
             self._manager.wait_until_finished()
         except Exception as error:  # pylint: disable=broad-exception-caught
             # Orbax and TensorStore report I/O failures as OSError, ValueError or bare Exception.
             self._manager.reload()
             steps = sorted(self._manager.all_steps())
-            if step in steps:  # saved; deleting the oldest (max_to_keep) failed
+            if step in steps and self.max_to_keep:  # saved; deleting the oldest failed
                 old = steps[:max(1, len(steps) - self.max_to_keep)]
                 raise CheckpointError(
                     f"checkpoint {step} was saved in {self.directory}, but checkpoint(s) "
@@ -154,8 +178,8 @@ class Checkpointer:
                     f"and run the same command again to resume from checkpoint {step}") from None
             raise CheckpointError(
                 f"could not save checkpoint {step} in {self.directory} ({_first_sentence(error)})"
-                f"; stopped, {run_folder.kept(previous)}; make the folder writable (or free space) and run the same "
-                "command again to resume") from None
+                f"; stopped, {kept(previous)}; make the folder writable (or free space) and run "
+                "the same command again to resume") from None
         if not written:
             raise CheckpointError(f"checkpoint {step} was not written: {self.directory} already "
                                   f"holds checkpoint {self.latest_step()}")
@@ -191,9 +215,48 @@ class Checkpointer:
         restored = self._read(step, "its arrays", self._manager.restore, step,
                               args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                       digest=ocp.args.JsonRestore()))
-        if restored["digest"] != {"sha256": state_digest(restored["state"])}:
+        if restored["digest"].get("sha256") != state_digest(restored["state"]):
             raise self._damaged(step, "its arrays differ from the digest saved with them")
         return restored["state"]
+
+    def restore_params(self, step: int, params_template: Any) -> Any:
+        """The params alone of checkpoint `step` (``state["params"]``), read into the structure,
+        shapes and dtypes of `params_template` (arrays or `jax.ShapeDtypeStruct`s, e.g.
+        ``jax.eval_shape(vae.init, key)``), on the default device. Neither the optimizer state
+        nor the config is needed or compared: a reader uses the checkpoint's own config.
+
+        The params are checked against their own digest (checkpoints written before vae_jax 0.2
+        have none for the params alone: there, only reading errors are caught).
+
+        Raises `CheckpointError` naming the arrays whose shapes differ from the template's (one
+        line), and `DamagedCheckpointError` when the files cannot be read or the params differ
+        from their digest.
+        """
+        self._check_shapes(step, {"params": params_template})
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+            params_template)
+        digest = self._read(step, "its digest", self._read_digest, step)
+        params = self._read(step, "its arrays", self._read_params, step, abstract)
+        if "params_sha256" in digest and digest["params_sha256"] != state_digest(params):
+            raise self._damaged(step, "its arrays differ from the digest saved with them")
+        return params
+
+    def _read_digest(self, step: int) -> dict[str, str]:
+        return self._manager.restore(step, args=ocp.args.Composite(
+            digest=ocp.args.JsonRestore()))["digest"]
+
+    def _read_params(self, step: int, abstract_params: Any) -> Any:
+        """``state["params"]`` of checkpoint `step`, read alone (Orbax's partial restore of the
+        ``state`` item, whose format is a PyTree checkpoint's)."""
+        path = os.path.join(self.directory, str(step), "state")
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+            item = {"params": abstract_params}
+            restored = reader.restore(path, args=ocp.args.PyTreeRestore(
+                item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                partial_restore=True))
+        return restored["params"]
 
     def restore_latest(self, template: Any,
                        config: ml_collections.ConfigDict) -> tuple[int, Any] | None:
@@ -261,8 +324,8 @@ class Checkpointer:
                                       {step: reason})
 
     def _move_aside(self, step: int) -> str:
-        """(Writers only.) Renames checkpoint `step` to ``STEP.damaged`` (or ``STEP.damagedN``, never replacing
-        anything), where Orbax no longer sees it; returns the new path."""
+        """(Writers only.) Renames checkpoint `step` to ``STEP.damaged`` (or ``STEP.damagedN``,
+        never replacing anything), where Orbax no longer sees it; returns the new path."""
         source = os.path.join(self.directory, str(step))
         target, count = f"{source}.damaged", 1
         while os.path.exists(target):

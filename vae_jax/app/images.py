@@ -1,5 +1,7 @@
 """Image grids as PNG files (numpy + Pillow; no plotting library needed)."""
 
+import os
+
 import numpy as np
 from PIL import Image
 
@@ -22,11 +24,13 @@ def tile(images: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
 
 
 def save_grid(path: str, images: np.ndarray, columns: int, scale: int = 2) -> None:
-    """Writes `images` (N, H, W, C) in [0, 1] as a tiled PNG, each pixel `scale`×`scale`."""
+    """Writes `images` (N, H, W, C) in [0, 1] as a tiled PNG, each pixel `scale`×`scale`,
+    atomically (one rename: a kill leaves the old picture or the new one)."""
     grid = np.clip(tile(images, columns), 0.0, 1.0)
     grid = (grid * 255.0 + 0.5).astype(np.uint8)
     grid = grid[..., 0] if grid.shape[-1] == 1 else grid
     picture = Image.fromarray(grid)
     if scale != 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    picture.save(path)
+    picture.save(path + ".tmp", format="PNG")
+    os.replace(path + ".tmp", path)

@@ -1,4 +1,21 @@
-"""The run folder (``--workdir``): at most one writer at a time, and readers that change nothing.
+"""The run folder (``--workdir``): the one module that knows its layout and writes its files; at
+most one writer at a time, and readers that change nothing.
+
+**Layout.** A training run's folder holds
+
+    checkpoints/STEP/   Orbax checkpoints (`checkpointer`; `vae_jax.app.checkpointing`)
+    metrics.jsonl       one JSON line per epoch (`append_metrics`, `read_metrics`,
+                        `truncate_metrics`)
+    config.json         the last run's config (`write_config`)
+    images/             the pictures of each epoch (`save_pictures`)
+    sweep.json          a sweep's grid (sweeps only)
+    eval.json, plots/   what the readers scripts/evaluate.py and scripts/visualize.py write
+    .lock               the writer's lock (`lock`)
+
+Every other module reaches these files through the names and functions here. Files are replaced
+atomically (`write_atomically`: one rename, so a kill leaves the old or the new file); the one
+file appended to, ``metrics.jsonl``, has a cut last line dropped by its reader and by
+`truncate_metrics`.
 
 **One writer.** `scripts/train.py` and `scripts/sweep.py` (training, or ``--extract`` into a member
 folder) write a run folder only while they hold `lock`: an exclusive `fcntl.flock` on
@@ -10,9 +27,9 @@ process 0 holds it for all of them.
 
 **Readers change nothing.** `vae_jax.app.runs` (and so `scripts/evaluate.py`, `scripts/visualize.py`
 and `vae_jax.app.sweep.restore_sweep`) take no lock and open the checkpoints read-only
-(`vae_jax.app.checkpointing.Checkpointer` with ``read_only=True``): they never delete, move or create
-anything in the folder, so they are safe while a writer is saving. They only write the outputs
-they are asked for (``eval.json``, ``plots/``), each atomically.
+(``checkpointer(workdir, read_only=True)``): they never delete, move or create anything in the
+folder, so they are safe while a writer is saving. They only write the outputs they are asked for
+(``eval.json``, ``plots/``), each atomically.
 
 **Unwritable folders are found first.** `check_writable` probes every folder and file a run
 writes before any training, so a read-only or immutable ``checkpoints/`` is an error at the start,
@@ -22,19 +39,35 @@ not after the first epoch.
 import contextlib
 import errno
 import fcntl
+import json
+import math
 import os
+import shutil
 import socket
 import struct
 import sys
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
-from vae_jax.errors import WorkdirError
+import jax
+import ml_collections
+import numpy as np
 
+from vae_jax.app import checkpointing, images
+from vae_jax.errors import CheckpointError, ConfigError, WorkdirError
+
+# The names of the run folder's entries, relative to the folder.
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+EVAL_FILE = "eval.json"
+SWEEP_FILE = "sweep.json"
+IMAGES_DIR = "images"
+PLOTS_DIR = "plots"
 LOCK_FILE = ".lock"
-# Folders and files that training writes or replaces, relative to the run folder.
-WRITTEN_FOLDERS = ("checkpoints", "images")
-WRITTEN_FILES = ("metrics.jsonl", "config.json", "sweep.json")
+# Folders and files that training writes or replaces.
+WRITTEN_FOLDERS = (CHECKPOINT_DIR, IMAGES_DIR)
+WRITTEN_FILES = (METRICS_FILE, CONFIG_FILE, SWEEP_FILE)
 # Filesystems without flock (some network filesystems) answer with these.
 _NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
@@ -168,7 +201,7 @@ def check_writable(workdir: str) -> None:
             raise _not_writable(folder, error.strerror) from None
         _check_replaceable(folder, is_folder=True)
     # Orbax deletes whole old checkpoints (max_to_keep): every folder and file in them must go.
-    for root, folders, files in os.walk(os.path.join(workdir, WRITTEN_FOLDERS[0])):
+    for root, folders, files in os.walk(os.path.join(workdir, CHECKPOINT_DIR)):
         for name in folders:
             _check_replaceable(os.path.join(root, name), is_folder=True)
         for name in files:
@@ -188,12 +221,6 @@ def _not_writable(path: str, reason: str) -> WorkdirError:
         "--workdir")
 
 
-def kept(last_saved: int | None) -> str:
-    """What a stopped run leaves to resume from: the checkpoint at `last_saved`, or none."""
-    return ("no checkpoint was written" if last_saved is None
-            else f"the checkpoint at step {last_saved} is kept")
-
-
 @contextlib.contextmanager
 def write_errors(what: str, kept: str) -> Iterator[None]:
     """Turns an `OSError` raised inside the context into one `WorkdirError` line: what could not
@@ -206,3 +233,180 @@ def write_errors(what: str, kept: str) -> Iterator[None]:
             f"could not write {what}:{where} ({error.strerror or error}); stopped, {kept}; make "
             "the run folder writable (or free space) and run the same command again to resume"
         ) from None
+
+
+kept = checkpointing.kept  # what a stopped run leaves to resume from (its messages say it)
+
+
+# --- Files ------------------------------------------------------------------------------------
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replaces the file at `path` by `text` with one rename: a kill leaves the old or new file.
+
+    Raises the `OSError` of a folder or file that cannot be written (`write_errors` turns it into
+    one line)."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """`obj` as JSON (indent 2) at `path`, atomically (`write_atomically`)."""
+    write_atomically(path, json.dumps(obj, indent=2))
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """``workdir/config.json``: `config` as JSON (indent 2), atomically."""
+    write_atomically(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+
+
+def _metrics_record(line: str) -> dict[str, Any] | None:
+    """The JSON object of one metrics line; None for a line cut short by a kill (or not an
+    object)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """The records of ``workdir/metrics.jsonl``, one dict per line (per epoch), in order; a line
+    cut short by a kill is skipped; [] when there is no such file. The one reader of the file:
+    training, sweeps and pictures read it here."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [record for record in map(_metrics_record, f) if record is not None]
+
+
+def append_metrics(workdir: str, record: dict[str, Any]) -> None:
+    """Appends `record` as one JSON line to ``workdir/metrics.jsonl`` (created if missing). The
+    caller decides that it is the process that writes (process 0 of a multi-process run).
+    Raises the `OSError` of a file that cannot be written."""
+    with open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _metrics_line_step(line: str) -> float:
+    """The step of a metrics line; +inf for a line cut short by a kill (or without a step)."""
+    record = _metrics_record(line)
+    step = record.get("step") if record is not None else None
+    return step if isinstance(step, (int, float)) else math.inf
+
+
+def truncate_metrics(workdir: str, last_step: int) -> None:
+    """Drops the lines of ``workdir/metrics.jsonl`` of steps after checkpoint `last_step` (0: no
+    checkpoint), and a last line cut short: a killed run writes them before it checkpoints, and
+    the resumed run redoes those epochs. Rewrites the file atomically, and only when a line goes;
+    nothing when there is no file."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept_lines = [line for line in lines if _metrics_line_step(line) <= last_step]
+    if kept_lines != lines:
+        write_atomically(path, "".join(kept_lines))
+
+
+def save_pictures(folder: str, epoch: int, inputs: np.ndarray, reconstructions: np.ndarray,
+                  samples: np.ndarray, columns: int = 8) -> None:
+    """Writes the pictures of one epoch of a run into ``folder/images`` (created if missing),
+    each atomically:
+
+    - ``reconstructions_epochNNN.png``: rows of `columns` `inputs`, each row followed by the row
+      of their `reconstructions` (32 of each and 8 columns: 4 pairs of rows);
+    - ``samples_epochNNN.png``: the `samples`, 8 per row.
+
+    Args:
+      folder: the run folder (a sweep member's folder for a sweep).
+      epoch: the epoch, 1-based (NNN: three digits or more).
+      inputs, reconstructions: host arrays (N, H, W, C) in [0, 1], example n of each together.
+      samples: host array (M, H, W, C) in [0, 1], e.g. decoder means of prior draws.
+      columns: images per row of the reconstructions picture.
+
+    Raises:
+      ValueError: `inputs` and `reconstructions` differ in shape, or an array is not (N, H, W, C).
+      OSError: a file that cannot be written.
+    """
+    inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
+    if inputs.shape != reconstructions.shape:
+        raise ValueError(f"inputs {inputs.shape} and reconstructions {reconstructions.shape} "
+                         "must have one shape")
+    out = os.path.join(folder, IMAGES_DIR)
+    os.makedirs(out, exist_ok=True)
+    rows = [row for start in range(0, len(inputs), columns)
+            for row in (inputs[start:start + columns], reconstructions[start:start + columns])]
+    images.save_grid(os.path.join(out, f"reconstructions_epoch{epoch:03d}.png"),
+                     np.concatenate(rows), columns=columns)
+    images.save_grid(os.path.join(out, f"samples_epoch{epoch:03d}.png"), samples, columns=8)
+
+
+# --- Checkpoints ------------------------------------------------------------------------------
+
+
+_DISK_MARGIN_BYTES = 64 * 2**20  # metrics, pictures and Orbax's own files
+
+
+def check_free_space(workdir: str, tree: Any, max_to_keep: int) -> None:
+    """Raises `ConfigError` at the start when `workdir`'s disk cannot hold `max_to_keep` + 1
+    checkpoints of the arrays of `tree` (Orbax writes a new one before it deletes the oldest)."""
+    checkpoint_bytes = sum(np.dtype(leaf.dtype).itemsize * leaf.size
+                           for leaf in jax.tree.leaves(tree))
+    needed = (max_to_keep + 1) * checkpoint_bytes + _DISK_MARGIN_BYTES
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise ConfigError(
+            f"workdir {workdir!r} has {free / 2**20:.0f} MiB free but the run needs about "
+            f"{needed / 2**20:.0f} MiB ({max_to_keep + 1} checkpoints of "
+            f"{checkpoint_bytes / 2**20:.1f} MiB); free space or lower --config.max_to_keep")
+
+
+def checkpointer(workdir: str, max_to_keep: int | None = None,
+                 read_only: bool = False) -> checkpointing.Checkpointer:
+    """The `vae_jax.app.checkpointing.Checkpointer` of ``workdir/checkpoints``.
+
+    The trainer (holding `lock`) opens it for writing, keeping the newest `max_to_keep`
+    checkpoints (None: all); it creates the folder and removes what a killed save left. Everyone
+    else opens it with `read_only` True: nothing in the folder is created, moved or deleted, and
+    saving raises `CheckpointError`. Close it (``contextlib.closing``) when done.
+    """
+    return checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), max_to_keep,
+                                      read_only=read_only)
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The steps of the checkpoints in ``workdir/checkpoints`` (one folder per step), sorted; []
+    when there is no such folder. Reads the folder's names only (nothing is opened)."""
+    folder = os.path.join(workdir, CHECKPOINT_DIR)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def resolve_step(workdir: str, step: int | None = None,
+                 trainer: str = "scripts/train.py") -> int:
+    """`step` (None: the latest) after checking that `workdir` holds that checkpoint.
+
+    Raises `CheckpointError` for a missing workdir (or a file), a workdir without checkpoints (the
+    message says to train with `trainer`), or a step that is not there (the message lists the
+    steps there are).
+    """
+    if not os.path.exists(workdir):
+        raise CheckpointError(f"workdir {workdir!r} does not exist")
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"workdir {workdir!r} is not a directory: pass the folder of a "
+                              "training run")
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}: train "
+                              f"first with {trainer} --workdir={workdir} (or wait for the first "
+                              "checkpoint of the run in progress)")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise CheckpointError(f"no checkpoint at step {step} in {workdir}; it holds steps "
+                              + ", ".join(map(str, steps)))
+    return step
