@@ -3,7 +3,9 @@
 Restores the latest (or `--step`) checkpoint of a `scripts/train.py` run in DIR, evaluates it on the
 test split (single-sample −ELBO, rate, distortion, the importance-weighted NLL estimate with K
 samples, bits per dimension, active units, KL per latent dimension), prints a table and writes
-DIR/eval.json. See `vae_jax.app.evaluation` for the definitions.
+DIR/eval.json. The test set and the samples are the run's own unless `--seed` is given, so the
+single-sample −ELBO equals the `test_neg_elbo` of DIR/metrics.jsonl for that checkpoint. See
+`vae_jax.app.evaluation` for the definitions.
 """
 
 import json
@@ -19,7 +21,9 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 5000,
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Test examples per jitted call.")
 _CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 20,
                                    "Importance samples per scan step (memory ∝ batch × chunk).")
-_SEED = flags.DEFINE_integer("seed", 0, "Fixes the test set's binarisation and every sample.")
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Fixes the test set's binarisation and every sample (default: the run's own "
+    "keys, so that the -ELBO equals the test_neg_elbo that training logged for the checkpoint).")
 _DATA_DIR, _MANUAL_DIR = cli.define_data_dir_flags()
 _JSON = flags.DEFINE_bool("json", False, "Print the report as JSON instead of a table.")
 USAGE = "python scripts/evaluate.py --workdir=DIR [--step=N] [--num_samples=K] [--seed=S]"

@@ -1,6 +1,8 @@
 """The importance-weighted bound and test-set evaluation: the bound's ordering (ELBO ≤ IWAE_K,
 non-decreasing in K), convergence to the exact log p(x) of a linear-Gaussian model, chunking,
-active units, and scripts/evaluate.py on a mocked training run and on bad input."""
+active units; one test set and one ELBO for training and evaluation (eval.json's −ELBO is the
+logged test −ELBO of the same checkpoint); and scripts/evaluate.py on a mocked training run and
+on bad input."""
 
 import json
 import os
@@ -21,7 +23,7 @@ import vae_jax
 from conftest import REPO, assert_one_line_error
 from mock_train import small_config
 from vae_jax import distributions, iwae, objectives
-from vae_jax.app import checkpointing, evaluation, runs, training
+from vae_jax.app import builders, data, evaluation, run_folder, runs, training
 from vae_jax.model import VAE
 
 EVALUATE = str(REPO / "scripts" / "evaluate.py")
@@ -153,7 +155,7 @@ def test_iwae_objective_is_differentiable_and_matches_the_bound():
     chex.assert_tree_all_finite(grads)
     assert float(iwae.iwae_objective(vae, params, x[0], key, 5)) == pytest.approx(
         float(iwae.iwae_bound(vae, params, x[0], key, 5, 2)), abs=1e-4)
-    loss, means = jax.jit(iwae.iwae_loss, static_argnums=(1, 4))(params, vae, x, key, 5)
+    loss, means = jax.jit(iwae.iwae_loss, static_argnums=(0, 4))(vae, params, x, key, 5)
     chex.assert_shape([loss, means.objective, means.reconstruction, means.kl], ())
     assert float(means.objective) > float(means.elbo)  # by far, for an untrained model
 
@@ -164,6 +166,47 @@ def test_iwae_refuses_a_plain_autoencoder_and_bad_k():
         iwae.iwae_bound(vae._replace(stochastic=False), params, x[0], jax.random.key(0), 4)
     with pytest.raises(vae_jax.ConfigError, match="num_samples must be a positive integer"):
         iwae.iwae_bound(vae, params, x[0], jax.random.key(0), 0)
+
+
+# --- One test set, one ELBO ------------------------------------------------------------------------
+
+def test_test_set_scales_and_binarises_with_the_eval_key():
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), np.uint8)
+    key = jax.random.key(3)
+    x = evaluation.test_set(images, False, key)
+    assert x.dtype == jnp.float32 and x.shape == images.shape
+    np.testing.assert_array_equal(x, images.astype(np.float32) / 255.0)
+    binary = jax.jit(evaluation.test_set, static_argnums=1)(images, True, key)
+    assert binary.shape == images.shape and set(np.unique(binary)) <= {0.0, 1.0}
+    flat = images.reshape(5, -1).astype(np.float32) / 255.0
+    np.testing.assert_array_equal(
+        binary, data.binarize(jax.random.fold_in(key, 0), flat).reshape(images.shape))
+    assert not np.array_equal(binary, evaluation.test_set(images, True, jax.random.key(4)))
+
+
+def test_elbo_terms_are_the_per_example_elbo_with_keys_from_the_eval_key():
+    vae, params, x = tiny_mlp()
+    key = jax.random.key(5)
+    terms = jax.jit(evaluation.elbo_terms, static_argnums=(0, 4))(vae, params, x, key, 7)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(x))
+    expected = objectives.batch_elbo(vae, params, x, jax.random.fold_in(key, 1))
+    for n in (0, 13, 31):  # chunked by 7: the last chunk is a remainder of 4
+        one = objectives.elbo(vae, params, x[n], keys[n])
+        assert float(terms["neg_elbo"][n]) == pytest.approx(-float(one.elbo), abs=1e-4)
+        assert float(terms["kl"][n]) == pytest.approx(float(one.kl), abs=1e-5)
+    chex.assert_shape(list(terms.values()), (32,))
+    np.testing.assert_allclose(terms["neg_elbo"], terms["reconstruction_loss"] + terms["kl"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(terms["kl"], expected.kl, rtol=1e-5)  # closed form: key-free
+    whole = jax.jit(evaluation.elbo_terms, static_argnums=0)(vae, params, x, key)
+    for name in terms:  # the chunk size does not change the values
+        np.testing.assert_allclose(terms[name], whole[name], rtol=1e-6)
+    means = jax.jit(evaluation.elbo_means, static_argnums=0)(vae, params, x, key)
+    assert {k: float(v) for k, v in means.items()} == pytest.approx(
+        {k: float(np.mean(v)) for k, v in whole.items()}, rel=1e-6)
+    report = evaluation.evaluate(vae, params, x, key, num_samples=4, batch_size=8)
+    for name in ("neg_elbo", "reconstruction_loss", "kl"):  # the same computation, exactly
+        assert report[name] == float(means[name]), name
 
 
 # --- Dataset-level evaluation --------------------------------------------------------------------
@@ -237,6 +280,25 @@ def test_evaluate_workdir_writes_eval_json_and_selects_the_step(mocked_run):
         evaluation.evaluate_workdir(mocked_run, step=5, num_samples=8)
 
 
+def test_eval_json_of_the_last_checkpoint_equals_the_last_logged_test_elbo(mocked_run):
+    last = run_folder.read_metrics(mocked_run)[-1]
+    report = evaluation.evaluate_workdir(mocked_run, num_samples=4, batch_size=16,
+                                         progress=False)
+    assert report["step"] == last["step"] and report["seed"] is None
+    for name in ("neg_elbo", "reconstruction_loss", "kl"):
+        assert report[name] == pytest.approx(last[f"test_{name}"], abs=1e-4), name
+    assert "the run's own test keys" in evaluation.format_report(report)
+    # The run's own key is its config's (builders.run_keys); a seed gives another test set.
+    config = runs.load_config(mocked_run)[1]
+    np.testing.assert_array_equal(jax.random.key_data(evaluation.eval_key(config)),
+                                  jax.random.key_data(builders.run_keys(config).eval))
+    other = evaluation.evaluate_workdir(mocked_run, num_samples=4, batch_size=16, seed=3,
+                                        progress=False)
+    assert other["seed"] == 3 and other["neg_elbo"] != report["neg_elbo"]
+    with pytest.raises(vae_jax.ConfigError, match="seed must be a non-negative integer"):
+        evaluation.evaluate_workdir(mocked_run, seed=-1)
+
+
 def run_evaluate(*args, mocked=False):
     """scripts/evaluate.py in a subprocess; with `mocked`, under tfds.testing.mock_data."""
     if mocked:
@@ -252,7 +314,7 @@ def run_evaluate(*args, mocked=False):
 
 def test_script_rejects_a_workdir_without_checkpoints(tmp_path):
     assert_one_line_error(run_evaluate(f"--workdir={tmp_path}"), "no checkpoint in")
-    assert not os.path.exists(tmp_path / training.CHECKPOINT_DIR)  # nothing created
+    assert not os.path.exists(tmp_path / run_folder.CHECKPOINT_DIR)  # nothing created
 
 
 def test_script_rejects_non_positive_num_samples(tmp_path):
@@ -265,11 +327,10 @@ def test_script_rejects_a_checkpoint_of_another_model(mocked_run, tmp_path):
     # the network code): a newer step in a copy of the run, saved with the run's own config.
     workdir = str(tmp_path / "run")
     shutil.copytree(mocked_run, workdir)
-    other = vae_jax.mlp_vae((28, 28, 1), latent_dim=4, hidden_dims=(8,))
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
-    saved = checkpointer.saved_config(8)
-    template = runs.checkpoint_template(other, runs.model_config(saved))
-    checkpointer.save(12, template, ml_collections.ConfigDict(saved))
+    checkpointer = run_folder.checkpointer(workdir)
+    saved = ml_collections.ConfigDict(checkpointer.saved_config(8))
+    other = training.initial_state(small_config(hidden_dims=(8,)), (28, 28, 1), 4)
+    checkpointer.save(12, training.to_checkpoint(other), saved)
     checkpointer.close()
     assert_one_line_error(run_evaluate(f"--workdir={workdir}", "--num_samples=2", mocked=True),
                           "holds a model of another shape")

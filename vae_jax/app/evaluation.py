@@ -19,13 +19,20 @@ example unless stated:
 `neg_elbo`. For dynamically binarised MNIST the standard protocol binarises the test set once with a
 fixed key and uses K = 5000.
 
-The test set is processed `batch_size` examples per jitted call, every call of the same shape (the
-last batch is padded, and the padding dropped on the host), so nothing recompiles. Example n always
-uses the keys ``fold_in(fold_in(key, i), n)`` (i = 0 for the ELBO, 1 for the IWAE bound), so the
-result depends on `key` alone — not on the batch size, the chunk size or the padding.
+**One test set, one ELBO.** Training's per-epoch ``test_*`` metrics and this report are the same
+computation: `test_set` prepares the test split (scaled to [0, 1] and, for a binarised run,
+binarised once with ``fold_in(eval_key, 0)``) and `elbo_terms` evaluates the single-sample ELBO of
+example n with the n-th key of ``split(fold_in(eval_key, 1), N)``, where `eval_key` is the run's
+own (`vae_jax.app.builders.run_keys`). So, for the same checkpoint, ``eval.json``'s `neg_elbo`
+equals the last `test_neg_elbo` of ``metrics.jsonl``.
+
+The importance-weighted bound is processed `batch_size` examples per jitted call, every call of
+the same shape (the last batch is padded, and the padding dropped on the host), so nothing
+recompiles. Example n uses the key ``fold_in(fold_in(eval_key, 3), n)``, so the result depends on
+`eval_key` alone, not on the batch size, the chunk size or the padding. (``fold_in(eval_key, 2)``
+draws training's prior samples.)
 """
 
-import json
 import math
 import os
 import sys
@@ -38,11 +45,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vae_jax import distributions, iwae, objectives
-from vae_jax.app import data, runs
+from vae_jax.app import builders, data, run_folder, runs
 from vae_jax.errors import ConfigError
 from vae_jax.model import VAE, Params, check_input
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = run_folder.EVAL_FILE
+ELBO_CHUNK_SIZE = 1000  # test examples per step of `elbo_terms`' lax.map
 DEFAULT_NUM_SAMPLES = 5000
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_CHUNK_SIZE = 20  # fastest measured on a 2-core CPU: small working sets stay in cache
@@ -75,38 +83,74 @@ def bits_per_dim(nats: float, input_shape: tuple[int, ...]) -> float:
     return float(nats) / (math.prod(input_shape) * math.log(2.0))
 
 
-def _example_metrics(vae: VAE, params: Params, x: jax.Array, elbo_key: jax.Array,
-                     iwae_key: jax.Array, num_samples: int,
-                     chunk_size: int | None) -> dict[str, jax.Array]:
-    """Per-example terms of one example x: scalars, and (latent_dim,) for mean and kl_per_dim."""
-    terms = objectives.elbo(vae, params, x, elbo_key)
+def test_set(images_uint8: jax.Array, binarize: bool, eval_key: jax.Array) -> jax.Array:
+    """The test set of a run: uint8 images (N, *shape) → float32 (N, *shape) in [0, 1]
+    (`vae_jax.app.data.to_unit_interval`), binarised once with ``fold_in(eval_key, 0)``
+    (`vae_jax.app.data.binarize`, on the (N, D) pixels) when `binarize`.
+
+    Pure and not jitted (jit it with ``static_argnums=1``, or call it inside jit, vmap or
+    lax.map). `eval_key` is a run's `RunKeys.eval`: training's test metrics, `evaluate_workdir`
+    and `vae_jax.app.plots.visualize_run` all prepare the test set here, so they see the same one.
+    """
+    flat = data.to_unit_interval(jnp.reshape(images_uint8, (images_uint8.shape[0], -1)))
+    x = data.binarize(jax.random.fold_in(eval_key, 0), flat) if binarize else flat
+    return jnp.reshape(x, images_uint8.shape)
+
+
+def elbo_terms(vae: VAE, params: Params, x: jax.Array, eval_key: jax.Array,
+               chunk_size: int = ELBO_CHUNK_SIZE) -> dict[str, jax.Array]:
+    """Single-sample ELBO terms of every example of the float data x (N, *input_shape), in nats:
+    {"neg_elbo", "reconstruction_loss", "kl"} → (N,) arrays, neg_elbo = reconstruction_loss + kl.
+
+    Example n draws its z with the n-th key of ``split(fold_in(eval_key, 1), N)``
+    (`vae_jax.objectives.elbo`); `jax.lax.map` computes `chunk_size` examples at a time to bound
+    memory. Pure and not jitted: training jits it once per run, `evaluate` once per report.
+    Raises `ShapeError` (at trace time) for x not of shape (N, *vae.input_shape).
+    """
+    keys = jax.random.split(jax.random.fold_in(eval_key, 1), x.shape[0])
+    terms = jax.lax.map(lambda xk: objectives.elbo(vae, params, xk[0], xk[1]), (x, keys),
+                        batch_size=chunk_size)
+    return {"neg_elbo": -terms.elbo, "reconstruction_loss": -terms.reconstruction,
+            "kl": terms.kl}
+
+
+def elbo_means(vae: VAE, params: Params, x: jax.Array, eval_key: jax.Array,
+               chunk_size: int = ELBO_CHUNK_SIZE) -> dict[str, jax.Array]:
+    """The means over the examples of `elbo_terms` (scalars, nats per example): what training
+    logs as ``test_neg_elbo``, ``test_reconstruction_loss`` and ``test_kl``."""
+    return jax.tree.map(jnp.mean, elbo_terms(vae, params, x, eval_key, chunk_size))
+
+
+def _example_metrics(vae: VAE, params: Params, x: jax.Array, iwae_key: jax.Array,
+                     num_samples: int, chunk_size: int | None) -> dict[str, jax.Array]:
+    """The IWAE terms of one example x: "nll" (a scalar), and "mean", "kl_per_dim" (latent_dim,)
+    of q(z|x)."""
     log_px = iwae.iwae_bound(vae, params, x, iwae_key, num_samples, chunk_size)
     mean, log_variance = vae.encode(params, x)
     kl_per_dim = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
-    return {"neg_elbo": -terms.elbo, "reconstruction_loss": -terms.reconstruction,
-            "kl": terms.kl, "nll": -log_px, "mean": mean, "kl_per_dim": kl_per_dim}
+    return {"nll": -log_px, "mean": mean, "kl_per_dim": kl_per_dim}
 
 
 def make_batch_evaluator(vae: VAE, num_samples: int, batch_size: int,
                          chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Callable:
-    """Returns jitted ``evaluate_batch(params, x, start, key) -> per-example terms``.
+    """Returns jitted ``evaluate_batch(params, x, start, eval_key) -> per-example terms``.
 
     `x` is the whole (padded) data set, (M, *input_shape) with M a multiple of `batch_size`; the
     call evaluates examples start, …, start + batch_size − 1 (`start` an int32 scalar, so every
-    call has the same shapes). The result maps "neg_elbo", "reconstruction_loss", "kl" and "nll"
-    to (batch_size,) arrays and "mean", "kl_per_dim" to (batch_size, latent_dim) arrays.
+    call has the same shapes), example n with the key ``fold_in(fold_in(eval_key, 3), n)``. The
+    result maps "nll" (the K-sample bound, negated) to a (batch_size,) array and "mean",
+    "kl_per_dim" to (batch_size, latent_dim) arrays.
     """
 
     @jax.jit
     def evaluate_batch(params: Params, x: jax.Array, start: jax.Array,
-                       key: jax.Array) -> dict[str, jax.Array]:
+                       eval_key: jax.Array) -> dict[str, jax.Array]:
         batch = jax.lax.dynamic_slice_in_dim(x, start, batch_size)
         indices = start + jnp.arange(batch_size)
-        fold_in = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
-        elbo_keys = fold_in(jax.random.fold_in(key, 0), indices)
-        iwae_keys = fold_in(jax.random.fold_in(key, 1), indices)
-        return jax.vmap(_example_metrics, in_axes=(None, None, 0, 0, 0, None, None))(
-            vae, params, batch, elbo_keys, iwae_keys, num_samples, chunk_size)
+        iwae_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            jax.random.fold_in(eval_key, 3), indices)
+        return jax.vmap(_example_metrics, in_axes=(None, None, 0, 0, None, None))(
+            vae, params, batch, iwae_keys, num_samples, chunk_size)
 
     return evaluate_batch
 
@@ -122,11 +166,13 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
       vae: a stochastic VAE.
       params: its parameters.
       x: the test set, floating point (in [0, 1] for a Bernoulli likelihood).
-      key: a typed PRNG key; it fixes the result (module docstring).
+      key: a typed PRNG key, the `eval_key` of the module docstring: it fixes the result. Pass
+        a run's `RunKeys.eval` (and its `test_set`) to reproduce its logged test ELBO.
       num_samples: K, the importance samples per example of the log-likelihood estimate.
-      batch_size: examples per jitted call.
+      batch_size: examples per jitted call of the importance-weighted bound.
       chunk_size: importance samples per step of the scan inside a call (memory grows with
-        batch_size · chunk_size); None: all K at once.
+        batch_size · chunk_size); None: all K at once. (The ELBO terms are `elbo_terms` of the
+        whole set, `ELBO_CHUNK_SIZE` examples at a time, as in training.)
       progress: show a tqdm bar (None: when stderr is a terminal).
 
     Returns:
@@ -147,13 +193,16 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
     if not vae.stochastic:
         raise ConfigError("evaluation needs a stochastic encoder q(z|x); this model is a plain "
                           "autoencoder (config.model='ae'), which has no ELBO or likelihood bound")
-    x = np.asarray(x)
-    check_input(vae, x, "evaluate", batched=True)  # shapes, and values: x is concrete here
+    x_host = np.asarray(x)
+    check_input(vae, x_host, "evaluate", batched=True)  # shapes, and values: x is concrete here
     start_time = time.perf_counter()
-    num_examples = len(x)
+    num_examples = len(x_host)
+    x = jax.device_put(x_host)
+    # The ELBO terms exactly as training logs them (float32 means of `elbo_terms`).
+    elbo = jax.device_get(jax.jit(elbo_means, static_argnums=0)(vae, params, x, key))
     num_batches = -(-num_examples // batch_size)
     padding = num_batches * batch_size - num_examples
-    x_padded = jax.device_put(np.concatenate([x, np.zeros((padding,) + x.shape[1:], x.dtype)]))
+    x_padded = jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)])
     evaluate_batch = make_batch_evaluator(vae, num_samples, batch_size, chunk_size)
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -166,16 +215,17 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
             bar.update(min(batch_size, num_examples - b * batch_size))
     per_example = {k: np.concatenate([r[k] for r in batches])[:num_examples].astype(np.float64)
                    for k in batches[0]}
-    return summarize(per_example, vae.input_shape, num_samples,
+    return summarize(elbo, per_example, vae.input_shape, num_samples,
                      time_s=time.perf_counter() - start_time)
 
 
-def summarize(per_example: dict[str, np.ndarray], input_shape: tuple[int, ...], num_samples: int,
+def summarize(elbo: dict[str, Any], per_example: dict[str, np.ndarray],
+              input_shape: tuple[int, ...], num_samples: int,
               time_s: float | None = None) -> dict[str, Any]:
-    """Per-example terms (as from `make_batch_evaluator`, padding removed) → the JSON-ready report
-    of `evaluate`."""
-    means = {k: float(np.mean(per_example[k]))
-             for k in ("neg_elbo", "reconstruction_loss", "kl", "nll")}
+    """The ELBO means (`elbo_means`) and the per-example terms of `make_batch_evaluator` (padding
+    removed) → the JSON-ready report of `evaluate`."""
+    means = {**{k: float(elbo[k]) for k in ("neg_elbo", "reconstruction_loss", "kl")},
+             "nll": float(np.mean(per_example["nll"]))}
     num_examples = len(per_example["nll"])
     variances = mean_variance_per_dim(per_example["mean"])
     report = {
@@ -196,33 +246,55 @@ def summarize(per_example: dict[str, np.ndarray], input_shape: tuple[int, ...], 
     return report
 
 
+def check_seed(seed: int | None) -> None:
+    """Raises `ConfigError` unless `seed` is None or an integer in [0, 2**63)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < 2**63):
+        raise ConfigError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
+
+
+def eval_key(config, seed: int | None = None) -> jax.Array:
+    """The key that fixes a reader's test set and samples: with `seed` None the run's own
+    (`builders.run_keys(config).eval`, as training used it), else
+    ``builders.RunKeys.from_root(jax.random.key(seed)).eval``. Raises `ConfigError` for a bad
+    `seed`."""
+    check_seed(seed)
+    if seed is None:
+        return builders.run_keys(config).eval
+    return builders.RunKeys.from_root(jax.random.key(seed)).eval
+
+
 def evaluate_workdir(workdir: str, step: int | None = None,
                      num_samples: int = DEFAULT_NUM_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
-                     seed: int = 0, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+                     seed: int | None = None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                      data_dir: str | None = None, manual_dir: str | None = None,
                      progress: bool | None = None) -> dict[str, Any]:
     """Evaluates checkpoint `step` (None: the newest intact one, `vae_jax.app.runs.load_run`) of a
     `scripts/train.py` run in `workdir` on its dataset's test split, and writes the report to
-    ``workdir/eval.json`` (atomically; nothing else in `workdir` changes). A read-only
-    `workdir` is evaluated all the same, with a warning that the report is not written.
+    ``workdir/eval.json`` (atomically, `run_folder.write_json`; nothing else in `workdir`
+    changes). A read-only `workdir` is evaluated all the same, with a warning that the report is
+    not written.
 
     The model is the one the checkpoint's own config describes (not ``workdir/config.json``, which
-    belongs to the last run started there). The test images are scaled to [0, 1] and, when the
-    run's config binarises, binarised once with ``fold_in(key(seed), 0)``; `evaluate` then uses
-    ``fold_in(key(seed), 1)``. `data_dir` and `manual_dir` override the run's data location.
+    belongs to the last run started there). With `seed` None (the default) the test set and every
+    sample are the run's own (`eval_key`, `test_set`): `neg_elbo`, `reconstruction_loss` and
+    `kl` then equal the ``test_*`` values that training logged in ``metrics.jsonl`` for this
+    checkpoint. An integer `seed` draws them from ``jax.random.key(seed)`` instead (another
+    binarisation of the test set, other samples). `data_dir` and `manual_dir` override the run's
+    data location.
 
     Returns the report of `evaluate` with "workdir", "step", "epoch", "dataset", "binarized" and
-    "seed" added. Raises `vae_jax.VAEJaxError` subclasses for bad input: a bad `num_samples`,
-    `batch_size`, `chunk_size` or `seed` (`ConfigError`), no such workdir or checkpoint, or a
-    checkpoint that does not fit the model its config describes (`CheckpointError`).
+    "seed" (None: the run's own keys) added. Raises `vae_jax.VAEJaxError` subclasses for bad
+    input: a bad `num_samples`, `batch_size`, `chunk_size` or `seed` (`ConfigError`), no such
+    workdir or checkpoint, or a checkpoint that does not fit the model its config describes
+    (`CheckpointError`).
     """
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                         ("chunk_size", chunk_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value <= 0):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ConfigError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
+    check_seed(seed)
     _, config = runs.load_config(workdir, step)  # every checkpoint of a run has one likelihood
     if config.likelihood in _NOT_DENSITIES:
         raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
@@ -236,21 +308,16 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     run = runs.load_run(workdir, step, data_dir, manual_dir)
     config, dataset, vae, params, step = run.config, run.dataset, run.vae, run.params, run.step
 
-    root = jax.random.key(seed)
-    x = data.to_unit_interval(jax.device_put(dataset.test_images))
-    if config.binarize:
-        x = data.binarize(jax.random.fold_in(root, 0), x)
+    key = eval_key(config, seed)
+    x = jax.jit(test_set, static_argnums=1)(dataset.test_images, config.binarize, key)
     data.check_unit_interval(x, f"the {config.dataset!r} test set")
-    report = evaluate(vae, params, x, jax.random.fold_in(root, 1), num_samples, batch_size,
-                      chunk_size, progress)
+    report = evaluate(vae, params, x, key, num_samples, batch_size, chunk_size, progress)
     report = {"workdir": os.path.abspath(workdir), "step": step, "epoch": run.epoch,
               "dataset": config.dataset, "binarized": bool(config.binarize), "seed": seed,
               **report}
     if writable:
         try:
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-            os.replace(path + ".tmp", path)
+            run_folder.write_json(path, report)
         except OSError as error:
             print(f"warning: could not write {path} ({error.strerror}); the report is only "
                   "returned", file=sys.stderr, flush=True)
@@ -269,7 +336,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = []
     if "step" in report:
         lines.append(f"{report['dataset']} test set, checkpoint step {report['step']} (epoch "
-                     f"{report['epoch']}) of {report['workdir']}, seed {report['seed']}")
+                     f"{report['epoch']}) of {report['workdir']}, "
+                     + ("the run's own test keys" if report["seed"] is None
+                        else f"seed {report['seed']}"))
     lines.append(f"{'':26s} {'nats':>9s} {'bits/dim':>9s}")
     for name, nats, bits in rows:
         lines.append(f"{name:26s} {nats:9.2f} " + (f"{bits:9.4f}" if bits is not None else ""))

@@ -7,10 +7,11 @@ The model is the one the checkpoint's *own* config describes (not ``workdir/conf
 belongs to the last run started there), so a checkpoint always restores into the model that wrote
 it.
 
-Everything here only reads: checkpoints are opened read-only (`vae_jax.app.run_folder`), so loading a
-run while `scripts/train.py` saves into it is safe, and a damaged latest checkpoint is skipped with
-a warning (the newest intact one is loaded) but left where it is. The checkpoint layout is `vae_jax.app.training`'s (`training.to_checkpoint`); only
-`checkpoint_template` and `restore_params` here rely on it.
+Everything here only reads: checkpoints are opened read-only (`vae_jax.app.run_folder`), so
+loading a run while `scripts/train.py` saves into it is safe, and a damaged latest checkpoint is
+skipped with a warning (the newest intact one is loaded) but left where it is. Only the params are
+restored (`restore_params`), into the shapes of the model the config describes: no optimizer is
+built.
 """
 
 import contextlib
@@ -20,8 +21,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import ml_collections
 
-from vae_jax import model as model_lib
-from vae_jax.app import checkpointing, configs, data, prng, training
+from vae_jax.app import builders, checkpointing, configs, data, run_folder
+from vae_jax.app.run_folder import checkpoint_steps, resolve_step  # also read from here
 from vae_jax.errors import CheckpointError, DamagedCheckpointError
 from vae_jax.model import VAE, Params
 
@@ -52,38 +53,6 @@ class Run(NamedTuple):
         return self.step // steps_per_epoch if steps_per_epoch else None
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-    """The steps of the checkpoints in ``workdir/checkpoints`` (one folder per step), sorted."""
-    folder = os.path.join(workdir, training.CHECKPOINT_DIR)
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(int(name) for name in names if name.isdigit())
-
-
-def resolve_step(workdir: str, step: int | None = None,
-                 trainer: str = "scripts/train.py") -> int:
-    """`step` (None: the latest) after checking that `workdir` holds that checkpoint.
-
-    Raises `CheckpointError` for a missing workdir (or a file), a workdir without checkpoints, or
-    a step that is not there (the message lists the steps there are).
-    """
-    if not os.path.exists(workdir):
-        raise CheckpointError(f"workdir {workdir!r} does not exist")
-    if not os.path.isdir(workdir):
-        raise CheckpointError(f"workdir {workdir!r} is not a directory: pass the folder of a "
-                              "training run")
-    steps = checkpoint_steps(workdir)
-    if not steps:
-        raise CheckpointError(f"no checkpoint in {os.path.join(workdir, training.CHECKPOINT_DIR)}"
-                              f": train first with {trainer} --workdir={workdir} (or wait "
-                              "for the first checkpoint of the run in progress)")
-    if step is None:
-        return steps[-1]
-    if step not in steps:
-        raise CheckpointError(f"no checkpoint at step {step} in {workdir}; it holds steps "
-                              + ", ".join(map(str, steps)))
-    return step
-
-
 def model_config(saved: dict[str, Any], workdir: str = "") -> ml_collections.ConfigDict:
     """The checkpoint's JSON config over today's defaults (fields added since keep their
     defaults), JSON lists back to tuples. Raises `CheckpointError` for a sweep's checkpoint
@@ -98,29 +67,13 @@ def model_config(saved: dict[str, Any], workdir: str = "") -> ml_collections.Con
     return ml_collections.ConfigDict(config)
 
 
-def checkpoint_template(vae: VAE, config: ml_collections.ConfigDict,
-                        steps_per_epoch: int = 1) -> Any:
-    """A tree of the structure, shapes and dtypes that `training` saves for `config`'s run (its
-    optimizer state is that of `training.make_optimizer`, whose structure does not depend on
-    `steps_per_epoch`)."""
-    root_key = prng.key(config.seed, config.prng_impl)
-    optimizer = training.make_optimizer(config, steps_per_epoch)
-    state = training.create_train_state(vae, optimizer, root_key)
-    return training.to_checkpoint(state)
-
-
-def restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VAE,
-                   config: ml_collections.ConfigDict, saved_config: ml_collections.ConfigDict,
-                   steps_per_epoch: int = 1) -> Params:
-    """The params of checkpoint `step`; raises `CheckpointError` when they do not fit `vae`."""
-    template = checkpoint_template(vae, config, steps_per_epoch)
-    tree = checkpointer.restore(step, template, saved_config)
-    return training.from_checkpoint(tree, config.prng_impl).params
-
-
-def _open(workdir: str) -> checkpointing.Checkpointer:
-    return checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR),
-                                      read_only=True)
+def restore_params(checkpointer: checkpointing.Checkpointer, step: int, vae: VAE) -> Params:
+    """The params of checkpoint `step`, restored alone into the shapes of ``vae.init``'s (traced
+    only: nothing is initialised); raises `CheckpointError` when they do not fit `vae` (one line
+    naming the arrays), `DamagedCheckpointError` when they cannot be read or differ from their
+    digest."""
+    template = jax.eval_shape(vae.init, jax.random.key(0))
+    return checkpointer.restore_params(step, template)
 
 
 def _candidates(workdir: str, step: int | None) -> list[int]:
@@ -139,7 +92,7 @@ def load_config(workdir: str, step: int | None = None) -> tuple[int, ml_collecti
     Raises `CheckpointError` for a missing workdir, checkpoint or step, or an unreadable config.
     """
     steps = _candidates(workdir, step)
-    checkpointer = _open(workdir)
+    checkpointer = run_folder.checkpointer(workdir, read_only=True)
     with contextlib.closing(checkpointer):
         step, saved = checkpointer.newest_intact(steps, checkpointer.saved_config, verb=None)
     return step, model_config(saved, workdir)
@@ -161,7 +114,7 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
     (`DataError`).
     """
     steps = _candidates(workdir, step)
-    checkpointer = _open(workdir)
+    checkpointer = run_folder.checkpointer(workdir, read_only=True)
     loaded: dict[str, Any] = {}
 
     def restore(s: int) -> tuple[ml_collections.ConfigDict, VAE, Params]:
@@ -171,11 +124,8 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
             loaded["dataset"] = data.load_image_dataset(
                 config.dataset, data_dir or config.data_dir, manual_dir or config.manual_dir)
         dataset = loaded["dataset"]
-        vae = model_lib.from_config(config, dataset.image_shape)
-        steps_per_epoch = max(1, len(dataset.train_images) // config.batch_size)
-        params = restore_params(checkpointer, s, vae, config, ml_collections.ConfigDict(saved),
-                                steps_per_epoch)
-        return config, vae, params
+        vae = builders.model(config, dataset.image_shape)
+        return config, vae, restore_params(checkpointer, s, vae)
 
     with contextlib.closing(checkpointer):
         if step is None:
