@@ -15,7 +15,9 @@ from vae_jax.app import cli
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to draw (default: the latest).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG files (default: WORKDIR/plots).")
-_SEED = flags.DEFINE_integer("seed", 0, "Fixes the test set's binarisation and the prior samples.")
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Fixes the test set's binarisation and the prior samples (default: the run's "
+    "own keys: the test set that training evaluated).")
 _DATA_DIR, _MANUAL_DIR = cli.define_data_dir_flags()
 USAGE = "python scripts/visualize.py --workdir=DIR [--step=N] [--out=FOLDER] [--seed=S]"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_jax.app import plots
+from vae_jax.app import plots, run_folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -109,12 +109,15 @@ def test_training_curves_from_metrics_jsonl_with_a_cut_line(tmp_path):
                          "test_neg_elbo": 190.0 / e, "test_kl": 5.0 + e,
                          "test_reconstruction_loss": 185.0 / e - e}) for e in range(1, 5)]
     path.write_text("\n".join(lines) + '\n{"step": 50, "epo')  # a run killed mid-write
-    records = plots.read_metrics(str(path))
+    records = run_folder.read_metrics(str(tmp_path))
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert_png(plots.save_training_curves(str(tmp_path / "curves.png"), str(path)), (600, 150))
+    assert_png(plots.save_training_curves(str(tmp_path / "curves1.png"), tmp_path), (600, 150))
     assert_png(plots.save_training_curves(str(tmp_path / "curves2.png"), records[:1]))
     with pytest.raises(ValueError, match="no metrics"):
         plots.save_training_curves(str(tmp_path / "none.png"), [])
+    with pytest.raises(ValueError, match="neither a run folder nor its metrics.jsonl"):
+        plots.save_training_curves(str(tmp_path / "x.png"), str(tmp_path / "curves.png"))
 
 
 def test_rate_distortion_takes_a_sweep_of_points(tmp_path):

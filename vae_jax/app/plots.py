@@ -12,7 +12,6 @@ matplotlib `Axes` you pass, to compose your own figures (e.g. two scatter plots 
 Images are arrays (…, H, W, C) with values in [0, 1] (C = 1: grey levels, C = 3: RGB).
 """
 
-import json
 import math
 import os
 from typing import Any, NamedTuple, Optional, Sequence
@@ -276,28 +275,15 @@ def save_traversals(path: str, images: Any, values: Any, title: Optional[str] = 
 
 # --- Training curves and rate–distortion ---------------------------------------------------
 
-def read_metrics(path: str) -> list[dict[str, float]]:
-    """The lines of a metrics.jsonl (one JSON object per epoch); lines that do not parse (a run
-    killed mid-write) are skipped."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
 def save_training_curves(path: str, metrics: Any, title: Optional[str] = None) -> str:
-    """Training curves from a metrics.jsonl path or its records (dicts with `epoch` and any of
+    """Training curves from a run folder or its ``metrics.jsonl`` (read with
+    `vae_jax.app.run_folder.read_metrics`), or from records (dicts with `epoch` and any of
     train_neg_elbo, test_neg_elbo, test_reconstruction_loss, test_kl; nats per example).
 
     Three panels against the epoch: −ELBO (train and test), the test distortion
-    −log p(x|z) and the test rate KL(q(z|x) ‖ p(z)). Returns `path`."""
-    records = read_metrics(metrics) if isinstance(metrics, (str, os.PathLike)) else list(metrics)
+    −log p(x|z) and the test rate KL(q(z|x) ‖ p(z)). Returns `path`; raises `ValueError` when
+    there are no records, or for a path that is neither a folder nor a ``metrics.jsonl``."""
+    records = list(metrics) if not isinstance(metrics, (str, os.PathLike)) else _records(metrics)
     if not records:
         raise ValueError("no metrics to plot")
     panels = (("−ELBO (nats)", (("train_neg_elbo", "train"), ("test_neg_elbo", "test"))),
@@ -324,6 +310,18 @@ def save_training_curves(path: str, metrics: Any, title: Optional[str] = None) -
         figure.suptitle(title)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The metrics records of a run folder, or of the ``metrics.jsonl`` file `path` names."""
+    from vae_jax.app import run_folder  # pylint: disable=import-outside-toplevel
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return run_folder.read_metrics(path)
+    if os.path.basename(path) != run_folder.METRICS_FILE:
+        raise ValueError(f"{path} is neither a run folder nor its {run_folder.METRICS_FILE}")
+    return run_folder.read_metrics(os.path.dirname(path))
 
 
 class RatePoint(NamedTuple):
@@ -388,14 +386,18 @@ PICTURES = ("reconstructions", "samples", "latent_scatter", "manifold", "interpo
             "traversals", "training_curves", "rate_distortion")
 
 
-def visualize_run(run, out_dir: str, seed: int = 0, max_points: int = 10_000) -> dict[str, str]:
+def visualize_run(run, out_dir: str, seed: Optional[int] = None,
+                  max_points: int = 10_000) -> dict[str, str]:
     """Writes every picture that applies to a restored run (`vae_jax.app.runs.load_run`) to
     ``out_dir``, as ``NAME.png`` for NAME in `PICTURES`. Returns {NAME: path} of those written
     and {NAME: "skipped: why"} of those that do not apply.
 
-    The test split is scaled to [0, 1] and, when the run binarised, binarised once with
-    ``fold_in(key(seed), 0)`` (as `vae_jax.app.evaluation` does); prior samples use
-    ``fold_in(key(seed), 1)``. Codes are posterior means μ(x) (the codes of a plain AE).
+    The test set is the one `vae_jax.app.evaluation` evaluates (`evaluation.test_set`: scaled to
+    [0, 1] and, when the run binarised, binarised once), of which the first `max_points` images
+    are shown; prior samples use ``fold_in(key, 2)``, as training's pictures do. With `seed` None
+    the key is the run's own (`evaluation.eval_key`: the test set training evaluated), with an
+    integer `seed` one drawn from ``jax.random.key(seed)``. Codes are posterior means μ(x) (the
+    codes of a plain AE). Raises `ConfigError` for a bad `seed`.
 
     - reconstructions: 32 test images beside E[x | z = μ(x)].
     - samples: 64 decoder means of z ~ N(0, I); skipped for a plain autoencoder, whose codes
@@ -408,20 +410,23 @@ def visualize_run(run, out_dir: str, seed: int = 0, max_points: int = 10_000) ->
       classes.
     - traversals: the code of the first test image with each dimension swept (VAE: −3 … 3, the
       prior's range; AE: the 1st–99th percentiles of that dimension).
-    - training_curves, rate_distortion: from ``workdir/metrics.jsonl`` when it exists; the
-      rate–distortion path over the epochs only for a VAE (an AE's rate is 0 by construction).
+    - training_curves, rate_distortion: from ``workdir/metrics.jsonl`` (`run_folder.read_metrics`)
+      when it has lines; the rate–distortion path over the epochs only for a VAE (an AE's rate
+      is 0 by construction).
     """
-    import jax  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    import jax
 
-    from vae_jax import latent  # pylint: disable=import-outside-toplevel
-    from vae_jax.app import data
+    from vae_jax import latent
+    from vae_jax.app import evaluation, run_folder
 
     vae, params, config = run.vae, run.params, run.config
+    key = evaluation.eval_key(config, seed)
     os.makedirs(out_dir, exist_ok=True)
-    root = jax.random.key(seed)
-    x = data.to_unit_interval(jax.device_put(run.dataset.test_images[:max_points]))
-    if config.binarize:
-        x = data.binarize(jax.random.fold_in(root, 0), x)
+    # The whole test set, as evaluated, then its first images (a binarisation of fewer images
+    # would not be a prefix of it).
+    x = jax.jit(evaluation.test_set, static_argnums=1)(run.dataset.test_images, config.binarize,
+                                                       key)[:max_points]
     labels = np.asarray(run.dataset.test_labels[:max_points])
     codes = jax.jit(latent.encode_means, static_argnums=(0, 3))(vae, params, x, 500)
     codes_np = np.asarray(codes)
@@ -438,7 +443,7 @@ def visualize_run(run, out_dir: str, seed: int = 0, max_points: int = 10_000) ->
         path("reconstructions"), shown, decode(vae, params, codes[:32]),
         title=f"test images and reconstructions ({name})")
     if vae.stochastic:
-        samples = latent.sample_images(vae, params, jax.random.fold_in(root, 1), 64)
+        samples = latent.sample_images(vae, params, jax.random.fold_in(key, 2), 64)
         written["samples"] = save_image_grid(path("samples"), samples, 8,
                                              title=f"E[x|z], z ~ N(0, I) ({name})")
     else:
@@ -473,8 +478,7 @@ def visualize_run(run, out_dir: str, seed: int = 0, max_points: int = 10_000) ->
     written["traversals"] = save_traversals(
         path("traversals"), decode(vae, params, latent.traversals(codes[0], values)), values,
         title=f"traversals around the code of test image 0 ({name})")
-    metrics_path = os.path.join(run.workdir, "metrics.jsonl")
-    records = read_metrics(metrics_path) if os.path.exists(metrics_path) else []
+    records = run_folder.read_metrics(run.workdir)
     if records:
         written["training_curves"] = save_training_curves(path("training_curves"), records,
                                                           title=name)
@@ -511,20 +515,19 @@ def _pairs_of_different_classes(labels: np.ndarray, count: int) -> list[tuple[in
 
 def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optional[str] = None,
                       data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                      seed: int = 0) -> dict[str, str]:
+                      seed: Optional[int] = None) -> dict[str, str]:
     """`visualize_run` of checkpoint `step` (None: the newest intact one) of the run in
-    `workdir`, into `out_dir` (default ``workdir/plots``), reading the run only. Raises
-    `vae_jax.VAEJaxError` subclasses for a missing workdir, checkpoint or dataset (see
-    `vae_jax.app.runs.load_run`), and `ConfigError` for an `out_dir` that cannot be written, before
-    any work."""
-    from vae_jax.app import runs  # pylint: disable=import-outside-toplevel
-    from vae_jax.app import run_folder
-    from vae_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    `workdir`, into `out_dir` (default ``workdir/plots``), reading the run only; `seed` as in
+    `visualize_run` (None: the run's own test set). Raises `vae_jax.VAEJaxError` subclasses for a
+    missing workdir, checkpoint or dataset (see `vae_jax.app.runs.load_run`), and `ConfigError`
+    for a bad `seed` or an `out_dir` that cannot be written, before any work."""
+    # pylint: disable=import-outside-toplevel
+    from vae_jax.app import evaluation, run_folder, runs
+    from vae_jax.errors import ConfigError
 
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ConfigError(f"seed must be a non-negative integer below 2**63, got {seed!r}")
-    runs.resolve_step(workdir, step)
-    out_dir = out_dir or os.path.join(workdir, "plots")
+    evaluation.check_seed(seed)
+    run_folder.resolve_step(workdir, step)
+    out_dir = out_dir or os.path.join(workdir, run_folder.PLOTS_DIR)
     try:
         os.makedirs(out_dir, exist_ok=True)
         run_folder.probe_write(out_dir)
