@@ -1,5 +1,11 @@
 """The pieces made fast for the CPU keep their maths: the straight-line Threefry hash, 16-bit
-binarisation, the mixed-precision matrix product, and the networks run on the whole batch."""
+binarisation, the mixed-precision matrix product, and the networks run on the whole batch; each
+is private, chosen by backend, and its plain-JAX fallback gives the same numbers."""
+
+import contextlib
+import subprocess
+import sys
+import textwrap
 
 import chex
 import jax
@@ -9,8 +15,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax.extend import random as jax_random_extend
 
-from vae_jax import iwae, model as model_lib, networks, objectives
-from vae_jax.app import _threefry as threefry, data
+from vae_jax import _fast_paths, iwae, model as model_lib, networks, objectives
+from vae_jax.app import _threefry as threefry, data, prng
 
 
 @settings(deadline=None, max_examples=25)
@@ -136,7 +142,7 @@ class MixedMatmulTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_product_is_float32_and_close_to_the_float32_one(self):
-        y = self.variant(networks.mixed_matmul)(self.x, self.w)
+        y = self.variant(networks._mixed_matmul)(self.x, self.w)
         chex.assert_shape(y, (4, 3, 5))
         chex.assert_type(y, jnp.float32)
         np.testing.assert_allclose(y, self.x @ self.w, atol=0.1, rtol=0.02)
@@ -144,7 +150,7 @@ class MixedMatmulTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_weight_gradient_sums_bfloat16_rounded_products_over_the_batch_in_float32(self):
         dy = jax.random.normal(jax.random.key(2), (4, 3, 5))
-        grad = self.variant(jax.grad(lambda w: jnp.sum(networks.mixed_matmul(self.x, w) * dy)))(
+        grad = self.variant(jax.grad(lambda w: jnp.sum(networks._mixed_matmul(self.x, w) * dy)))(
             self.w)
         chex.assert_shape(grad, self.w.shape)
         chex.assert_type(grad, jnp.float32)
@@ -154,21 +160,146 @@ class MixedMatmulTest(chex.TestCase):
 
     def test_input_gradient_is_close_to_the_float32_one(self):
         dy = jax.random.normal(jax.random.key(3), (4, 3, 5))
-        dx = jax.grad(lambda x: jnp.sum(networks.mixed_matmul(x, self.w) * dy))(self.x)
+        dx = jax.grad(lambda x: jnp.sum(networks._mixed_matmul(x, self.w) * dy))(self.x)
         np.testing.assert_allclose(dx, dy @ self.w.T, atol=0.1, rtol=0.02)
 
     def test_dense_layers_other_than_x_times_w_are_refused(self):
         with pytest.raises(ValueError, match="contracts x's last axis with w's first"):
             networks._mixed_dot_general(self.x, self.w.T, (((2,), (1,)), ((), ())))
 
+    def test_the_old_public_name_still_works_and_warns(self):
+        with pytest.warns(DeprecationWarning, match="mixed_matmul is private"):
+            old = networks.mixed_matmul
+        assert old is networks._mixed_matmul
 
-def test_bfloat16_training_gradients_are_close_to_float32_ones():
+
+# --- The fast paths are chosen by backend, and the fallback gives the same numbers -----------
+
+def _uses_mixed_matmul(vae, params, x) -> bool:
+    """Whether the traced encoder of `vae` runs `_mixed_matmul` (a custom_vjp), not Flax's
+    dense product."""
+    return "custom_vjp" in str(jax.make_jaxpr(vae.encode)(params, x))
+
+
+def test_cpu_backend_takes_the_fast_paths_unless_disabled():
+    assert jax.default_backend() == "cpu" and threefry.AVAILABLE
+    assert jax.random.key_impl(prng.key(0, "threefry2x32")) == threefry.THREEFRY_2X32
+    with _fast_paths.disabled():
+        plain = prng.key(0, "threefry2x32")
+        assert plain.dtype == jax.random.key(0).dtype
+        assert jax.random.key_impl(plain) == "threefry2x32"
+        assert prng.wrap_key_data(jax.random.key_data(plain), "threefry2x32").dtype == plain.dtype
+    assert jax.random.key_impl(prng.key(0, "rbg")) == "rbg"
+
+
+def _training_like_draws(seed: int):
+    """What a training step draws from a run key: binarised pixels and ε, from fold_in keys."""
+    root = prng.key(seed, "threefry2x32")
+
+    def step(root, images, step_index):
+        key = jax.random.fold_in(root, step_index)
+        binarize_key, noise_key = jax.random.split(key)
+        x = data.binarize(binarize_key, images)
+        epsilon = jax.random.normal(jax.random.fold_in(noise_key, 7), (images.shape[0], 5))
+        return x, epsilon, jax.random.key_data(key)
+
+    images = jax.random.uniform(jax.random.key(1), (6, 7, 7, 1))  # odd: 49 pixels an image
+    return root, [step(root, images, 3), jax.jit(lambda r, i: step(r, i, 11))(root, images)]
+
+
+def test_the_plain_jax_path_draws_the_same_numbers_as_the_fast_one():
+    fast_root, fast = _training_like_draws(5)
+    with _fast_paths.disabled():
+        plain_root, plain = _training_like_draws(5)
+    assert fast_root.dtype != plain_root.dtype  # two kinds of key ...
+    chex.assert_trees_all_equal(fast, plain)      # ... the same numbers
+
+
+def test_a_checkpointed_key_restores_with_either_kind_of_key():
+    """A checkpoint stores a key's raw data (uint32 (2,)); restoring wraps it as `prng` makes
+    keys then, so a run saved with the fast keys resumes with plain ones and back."""
+    fast = jax.random.fold_in(prng.key(9, "threefry2x32"), 4)
+    with _fast_paths.disabled():
+        plain = jax.random.fold_in(prng.key(9, "threefry2x32"), 4)
+    for saved, draws_with in ((fast, plain), (plain, fast)):
+        stored = np.asarray(jax.random.key_data(saved))  # what the checkpoint holds
+        assert stored.shape == (2,) and stored.dtype == np.uint32
+        if draws_with is plain:
+            with _fast_paths.disabled():
+                restored = prng.wrap_key_data(stored, "threefry2x32")
+        else:
+            restored = prng.wrap_key_data(stored, "threefry2x32")
+        assert restored.dtype == draws_with.dtype
+        np.testing.assert_array_equal(jax.random.normal(restored, (4,)),
+                                      jax.random.normal(saved, (4,)))
+
+
+def test_binarize_takes_plain_jax_threefry_keys_with_and_without_the_fast_hash():
+    x = jax.random.uniform(jax.random.key(2), (3, 5, 5, 1))
+    key = jax.random.key(8)  # a plain JAX threefry key
+    fast = data.binarize(key, x)
+    with _fast_paths.disabled():
+        plain = jax.jit(lambda k, x: data.binarize(k, x))(key, x)
+    np.testing.assert_array_equal(fast, plain)
+
+
+def test_without_jax_extend_random_s_prng_api_the_app_falls_back_to_jax_keys():
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np
+        from jax.extend import random as extend
+        del extend.define_prng_impl, extend.threefry_prng_impl
+        from vae_jax.app import _threefry, data, prng
+        assert not _threefry.AVAILABLE and _threefry.THREEFRY_2X32 is None
+        key = prng.key(3, "threefry2x32")
+        assert key.dtype == jax.random.key(3).dtype
+        print(np.asarray(data.binarize(key, jnp.full((9,), 0.5))).astype(int).tolist())
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = data.binarize(jax.random.key(3), jnp.full((9,), 0.5)).astype(int).tolist()
+    assert result.stdout.strip() == str(expected)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_bfloat16_networks_have_one_param_structure_on_either_path(architecture):
+    def build():
+        if architecture == "mlp":
+            return model_lib.mlp_vae((6, 6, 1), 3, (32, 16), dtype=jnp.bfloat16)
+        return model_lib.conv_vae((8, 8, 1), 3, (4, 8), 16, dtype=jnp.bfloat16)
+
+    fast_vae = build()
+    params = fast_vae.init(jax.random.key(0))
+    with _fast_paths.disabled():
+        plain_vae = build()
+        plain_params = plain_vae.init(jax.random.key(0))
+    chex.assert_trees_all_equal_structs(params, plain_params)
+    chex.assert_trees_all_equal(params, plain_params)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(plain_params))
+    x = jax.random.uniform(jax.random.key(1), (4, *fast_vae.input_shape))
+    fast_out = jax.jit(lambda p, x: fast_vae.encode(p, x))(params, x)
+    with _fast_paths.disabled():
+        plain_out = jax.jit(lambda p, x: plain_vae.encode(p, x))(params, x)
+        plain_decoded = plain_vae.decode(params, fast_out[0])
+        assert not _uses_mixed_matmul(plain_vae, params, x)
+    assert _uses_mixed_matmul(fast_vae, params, x)  # the dense layers (conv: its heads)
+    for a, b in zip(fast_out, plain_out):
+        assert b.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, atol=0.05, rtol=0.05)
+    assert plain_decoded.dtype == jnp.float32
+    np.testing.assert_allclose(fast_vae.decode(params, fast_out[0]), plain_decoded, atol=0.05,
+                               rtol=0.05)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["cpu_path", "flax_path"])
+def test_bfloat16_training_gradients_are_close_to_float32_ones(fast):
     full = model_lib.mlp_vae((28, 28, 1), 4, (64,))
     mixed = model_lib.mlp_vae((28, 28, 1), 4, (64,), dtype=jnp.bfloat16)
     params = full.init(jax.random.key(0))
     x = data.binarize(jax.random.key(1), jax.random.uniform(jax.random.key(2), (32, 28, 28, 1)))
-    grads = [jax.grad(lambda p, m=m: objectives.loss(m, p, x, jax.random.key(3))[0])(params)
-             for m in (full, mixed)]
+    with contextlib.nullcontext() if fast else _fast_paths.disabled():
+        grads = [jax.grad(lambda p, m=m: objectives.loss(m, p, x, jax.random.key(3))[0])(params)
+                 for m in (full, mixed)]
     for a, b in zip(*map(jax.tree.leaves, grads)):
         assert b.dtype == jnp.float32
         # A ReLU unit at the edge may switch on one side of the rounding: compare whole leaves.

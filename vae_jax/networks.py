@@ -8,18 +8,28 @@ pytree.
 
 `dtype` is the dtype the layers compute in; parameters are always float32, and outputs are
 returned as float32. ``dtype=jnp.bfloat16`` is mixed precision, faster on GPUs, TPUs and CPUs with
-AMX or AVX512-BF16: the MLPs' dense layers are `mixed_matmul` (bfloat16-rounded operands, float32
-sums, activations and gradients); the convolutional networks compute in bfloat16 throughout,
-rounding every layer's output to 8 significant bits.
+AMX or AVX512-BF16. The MLPs' dense layers take one of two paths, chosen when they are traced
+(`jax.default_backend()`), with the same params (structure, shapes, float32) and outputs equal up
+to bfloat16 rounding:
+
+- on a CPU backend, `_mixed_matmul`, a private product tuned for XLA:CPU's YNNPACK
+  (bfloat16-rounded operands, float32 sums, activations and gradients);
+- elsewhere, or with the fast paths off (``VAE_JAX_FAST_PATHS=0``, `vae_jax._fast_paths`), Flax's
+  own mixed precision, ``nn.Dense(dtype=jnp.bfloat16, param_dtype=jnp.float32)``.
+
+The convolutional networks compute in bfloat16 throughout, rounding every layer's output to 8
+significant bits.
 """
 
 import math
+import warnings
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax import _fast_paths
 from vae_jax.errors import ShapeError
 
 # Dense kernels start as PyTorch's nn.Linear does, U(±1/√fan_in): after 10 epochs of the default
@@ -45,7 +55,7 @@ def _transposed(x: jax.Array) -> jax.Array:
 
 
 @jax.custom_vjp
-def mixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+def _mixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     """y = x·w for x (..., K), w (K, N): the products of bfloat16-rounded operands, summed in
     float32, y float32.
 
@@ -56,7 +66,7 @@ def mixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _mixed_matmul_forward(x, w):
-    return mixed_matmul(x, w), (x, w)
+    return _mixed_matmul(x, w), (x, w)
 
 
 def _mixed_matmul_backward(residuals, dy):
@@ -69,25 +79,40 @@ def _mixed_matmul_backward(residuals, dy):
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-mixed_matmul.defvjp(_mixed_matmul_forward, _mixed_matmul_backward)
+_mixed_matmul.defvjp(_mixed_matmul_forward, _mixed_matmul_backward)
+
+
+def __getattr__(name: str):
+    """`mixed_matmul`, the old public name of `_mixed_matmul`: kept for one release, with a
+    `DeprecationWarning`."""
+    if name == "mixed_matmul":
+        warnings.warn("vae_jax.networks.mixed_matmul is private from vae_jax 0.2 and goes in 0.3; "
+                      "use mlp_vae(..., dtype=jnp.bfloat16), which picks it on CPUs",
+                      DeprecationWarning, stacklevel=2)
+        return _mixed_matmul
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _mixed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as
-    `mixed_matmul`."""
+    `_mixed_matmul`."""
     del precision, preferred_element_type
     if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
         raise ValueError(f"mixed_matmul contracts x's last axis with w's first, got "
                          f"dimension numbers {dimension_numbers}")
-    return mixed_matmul(lhs, rhs)
+    return _mixed_matmul(lhs, rhs)
 
 
 def _dense(features: int, dtype: Any, name: Optional[str] = None) -> nn.Dense:
-    """A dense layer with `_KERNEL_INIT`; in bfloat16, a float32 layer whose product is
-    `mixed_matmul`."""
+    """A dense layer with `_KERNEL_INIT` and float32 params. In bfloat16 (decided when traced):
+    on a CPU backend a float32 layer whose product is `_mixed_matmul`; elsewhere, or with the
+    fast paths off, Flax's mixed precision (bfloat16 compute and output)."""
     if jnp.dtype(dtype) == jnp.bfloat16:
-        return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.float32,
-                        dot_general=_mixed_dot_general, name=name)
+        if _fast_paths.on_cpu():
+            return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.float32,
+                            dot_general=_mixed_dot_general, name=name)
+        return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.bfloat16,
+                        param_dtype=jnp.float32, name=name)
     return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=dtype, name=name)
 
 

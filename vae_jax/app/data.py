@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import _fast_paths
 from vae_jax.app import _threefry as threefry
 from vae_jax.errors import DataError
 
@@ -384,10 +385,12 @@ def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _random_words(key: jax.Array, count: int) -> jax.Array:
-    """`count` random uint32 words from a typed key: with threefry, one 2×32-bit hash per two
-    words (`jax.random.bits` spends a hash on each word); with any other implementation, its
-    own bits."""
-    if jax.random.key_impl(key) in (threefry.THREEFRY_2X32, "threefry2x32"):
+    """`count` random uint32 words from a typed key: with a threefry2x32 key (JAX's or a run key
+    of `vae_jax.app.prng`), one 2×32-bit hash per two words (`jax.random.bits` spends a hash on
+    each word), the same words whichever computes the hash — the straight-line one on a CPU
+    (`vae_jax._fast_paths`), JAX's own elsewhere; with any other implementation, its own bits."""
+    if threefry.is_threefry(key):
         counter = jnp.arange(count + count % 2, dtype=jnp.uint32)
-        return threefry.threefry_2x32(jax.random.key_data(key), counter)[:count]
+        return threefry.hash_2x32(jax.random.key_data(key), counter,
+                                  fast=_fast_paths.on_cpu())[:count]
     return jax.random.bits(key, (count,), jnp.uint32)
