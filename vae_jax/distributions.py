@@ -122,7 +122,8 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
 
 
 def gaussian_kl_to_standard_normal(mean: jax.Array, log_variance: jax.Array) -> jax.Array:
-    """Closed-form KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σᵢ [σᵢ² + μᵢ² − 1 − log σᵢ²], summed over all axes.
+    """Closed-form KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σᵢ [σᵢ² + μᵢ² − 1 − log σᵢ²], summed over all
+    axes, in nats.
 
     This is the lecture notes' −½ Σ (1 + log σ² − μ² − σ²) (Kingma & Welling 2014, appendix B).
     Computed as ½ Σᵢ [(expm1(log σᵢ²) − log σᵢ²) + μᵢ²]: both terms are ≥ 0, so it is ≥ 0 in

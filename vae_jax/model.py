@@ -102,9 +102,9 @@ def check_input(model: "VAE", x: jax.Array, function: str, batched: bool) -> Non
 
 def check_data_values(model: "VAE", x, name: str = "x") -> None:
     """Raises `vae_jax.DataError` for data that `model` cannot score: NaN or ±∞ anywhere, and for a
-    Bernoulli likelihood values outside [0, 1] (the messages of `vae_jax.app.data.check_unit_interval`,
-    which the scripts print). Other likelihoods (Gaussian, mse, rmse, hand-made ones) take any finite
-    value.
+    Bernoulli likelihood values outside [0, 1] (the messages of
+    `vae_jax.app.data.check_unit_interval`, which the scripts print). Other likelihoods (Gaussian,
+    mse, rmse, hand-made ones) take any finite value.
 
     It reads values, so it needs a concrete array: it brings the minimum and maximum to the host
     once (a host sync) and does nothing for a traced x (inside `jax.jit`, `vmap` or `grad`), so

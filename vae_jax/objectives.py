@@ -15,9 +15,9 @@ All values are in nats per example. Losses for training are −objective average
 Input checks (`vae_jax.ShapeError`, one line): x must have exactly the shape the function takes —
 `model.input_shape` for `elbo`, (B, *model.input_shape) for `batch_elbo` and `loss` — and be
 floating point; `key` must be one typed key of shape (). These read static shapes and dtypes, so
-they run under `jax.jit` (at trace time) and cost nothing per step. Values (NaN, range) are not
-checked here: that needs the data on the host, which `vae_jax.app.evaluation.evaluate` and the scripts
-do once per data set.
+they run under `jax.jit` (at trace time) and cost nothing per step. Values (NaN, range) of a
+traced x are not checked here: that needs the data on the host, which `check_input` does for a
+concrete x and `vae_jax.app.evaluation.evaluate` and the scripts do once per data set.
 """
 
 from typing import NamedTuple
