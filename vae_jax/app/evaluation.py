@@ -84,17 +84,15 @@ def bits_per_dim(nats: float, input_shape: tuple[int, ...]) -> float:
 
 
 def test_set(images_uint8: jax.Array, binarize: bool, eval_key: jax.Array) -> jax.Array:
-    """The test set of a run: uint8 images (N, *shape) → float32 (N, *shape) in [0, 1]
-    (`vae_jax.app.data.to_unit_interval`), binarised once with ``fold_in(eval_key, 0)``
-    (`vae_jax.app.data.binarize`, on the (N, D) pixels) when `binarize`.
+    """The test set of a run: uint8 images (N, *shape) → float32 (N, *shape) in [0, 1],
+    binarised once with ``fold_in(eval_key, 0)`` when `binarize`
+    (`vae_jax.app.data.prepare_batch`, as every training batch).
 
     Pure and not jitted (jit it with ``static_argnums=1``, or call it inside jit, vmap or
     lax.map). `eval_key` is a run's `RunKeys.eval`: training's test metrics, `evaluate_workdir`
     and `vae_jax.app.plots.visualize_run` all prepare the test set here, so they see the same one.
     """
-    flat = data.to_unit_interval(jnp.reshape(images_uint8, (images_uint8.shape[0], -1)))
-    x = data.binarize(jax.random.fold_in(eval_key, 0), flat) if binarize else flat
-    return jnp.reshape(x, images_uint8.shape)
+    return data.prepare_batch(jax.random.fold_in(eval_key, 0), images_uint8, binarize)
 
 
 def elbo_terms(vae: VAE, params: Params, x: jax.Array, eval_key: jax.Array,
