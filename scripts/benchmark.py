@@ -66,17 +66,13 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
     import jax
     import numpy as np
 
-    from vae_jax import model as model_lib, objectives
-    from vae_jax.app import configs, distributed, input_pipeline, prng, training
+    from vae_jax.app import builders, configs, distributed, input_pipeline, training
 
     configs.validate(config)
     steps_per_epoch = num_examples // config.batch_size
     mesh = distributed.make_mesh(config.num_devices)
     replicated, batch_sharded = distributed.data_parallel_shardings(mesh)
-    vae = model_lib.from_config(config, image_shape)
-    optimizer = training.make_optimizer(config, steps_per_epoch)
-    root_key = prng.key(config.seed, config.prng_impl)
-    state = distributed.to_global(training.create_train_state(vae, optimizer, root_key),
+    state = distributed.to_global(training.initial_state(config, image_shape, steps_per_epoch),
                                   replicated)
     images = np.random.default_rng(0).integers(0, 256, (num_examples, *image_shape), np.uint8)
     pipeline = input_pipeline.resolve(config.input_pipeline, images.nbytes, mesh.devices.flat)
@@ -85,11 +81,9 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
         config.stream_chunk_mib * 2**20 if pipeline == "stream" else None)
     if pipeline == "device":
         images = distributed.to_global(images, replicated)
-    loop = training.resolve_train_loop(config)
-    train_steps = training.make_train_steps(
-        vae, optimizer, objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps),
-        config.binarize, config.free_bits, loop, config.objective, config.iwae_samples)
-    shuffle = training.RunKeys.from_root(root_key).shuffle
+    loop = builders.resolve_train_loop(config)
+    train_steps = training.make_train_steps(config, image_shape, steps_per_epoch, loop)
+    shuffle = builders.run_keys(config).shuffle
 
     times = []
     for epoch in range(1, epochs + 1):
@@ -99,7 +93,7 @@ def benchmark(config, epochs: int, num_examples: int, image_shape: tuple[int, ..
         for chunk_images, chunk_indices in input_pipeline.epoch_chunks(
                 pipeline, images, indices.reshape(chunks, -1, config.batch_size), replicated,
                 batch_sharded):
-            state, metrics, _ = train_steps(state, chunk_images, chunk_indices)
+            state, metrics, _ = train_steps(state, {}, chunk_images, chunk_indices)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]

@@ -14,7 +14,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 import json  # pylint: disable=wrong-import-position
 
 import mock_train  # pylint: disable=wrong-import-position
-from vae_jax.app import training  # pylint: disable=wrong-import-position
+from vae_jax.app import run_folder, training  # pylint: disable=wrong-import-position
 
 
 def main(tmp: str, runs_wanted: list[str]) -> None:
@@ -28,7 +28,7 @@ def main(tmp: str, runs_wanted: list[str]) -> None:
                                              stream_chunk_mib=0.02,
                                              data_dir=os.path.join(tmp, "tfds"))
             training.train_and_evaluate(config, workdir)
-            with open(os.path.join(workdir, training.METRICS_FILE), encoding="utf-8") as f:
+            with open(os.path.join(workdir, run_folder.METRICS_FILE), encoding="utf-8") as f:
                 runs[run] = [json.loads(line) for line in f]
     print(json.dumps(runs))
 

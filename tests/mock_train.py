@@ -10,12 +10,12 @@ import sys
 
 import jax
 import numpy as np
-import optax
+
 import tensorflow_datasets as tfds
 
 import vae_jax
-from vae_jax import model as model_lib
-from vae_jax.app import checkpointing, configs, training
+
+from vae_jax.app import configs, run_folder, training
 
 NUM_EXAMPLES = 64  # 4 steps per epoch at batch size 16
 
@@ -44,10 +44,8 @@ def train(workdir: str, num_epochs: int, data_dir: str) -> dict[str, float]:
 
 def restore_latest(workdir, config):
     """(step, state tree) of the newest intact checkpoint of a `small_config` run (mocked MNIST)."""
-    vae = model_lib.from_config(config, (28, 28, 1))
-    state = training.create_train_state(vae, optax.adam(config.learning_rate),
-                                        jax.random.key(config.seed))
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
+    state = training.initial_state(config, (28, 28, 1), 1)
+    checkpointer = run_folder.checkpointer(workdir)
     try:
         return checkpointer.restore_latest(training.to_checkpoint(state), config)
     finally:

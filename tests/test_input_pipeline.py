@@ -10,7 +10,7 @@ import pytest
 
 import vae_jax
 from mock_train import assert_bit_identical, mocked_mnist, restore_latest, small_config
-from vae_jax.app import distributed, input_pipeline, training
+from vae_jax.app import distributed, input_pipeline, run_folder, training
 
 
 def _shardings():
@@ -68,7 +68,7 @@ def test_free_device_memory_is_known_on_this_machine():
 
 
 def _metrics(workdir):
-    with open(os.path.join(workdir, training.METRICS_FILE), encoding="utf-8") as f:
+    with open(os.path.join(workdir, run_folder.METRICS_FILE), encoding="utf-8") as f:
         return [{k: v for k, v in json.loads(line).items() if k != "epoch_time_s"} for line in f]
 
 

@@ -13,7 +13,7 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import mocked_mnist, small_config
-from vae_jax.app import distributed, training
+from vae_jax.app import distributed, run_folder, training
 
 RUN = str(REPO / "tests" / "multiprocess_run.py")
 
@@ -48,7 +48,7 @@ def test_two_processes_train_like_one_and_checkpoint_correctly(tmp_path, pipelin
     for key in ("train_loss", "train_neg_elbo", "test_neg_elbo", "test_kl"):
         np.testing.assert_allclose(two[0][key], one[key], rtol=1e-4, err_msg=key)
     # One metrics file, written once, and a checkpoint that a single process resumes.
-    lines = (workdir / training.METRICS_FILE).read_text().splitlines()
+    lines = (workdir / run_folder.METRICS_FILE).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     with mocked_mnist():
         resumed = training.train_and_evaluate(

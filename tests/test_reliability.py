@@ -31,19 +31,19 @@ LAST = NUM_EPOCHS * STEPS_PER_EPOCH  # the step of the last checkpoint
 
 
 def checkpoint_steps(workdir) -> list[int]:
-    folder = os.path.join(workdir, training.CHECKPOINT_DIR)
+    folder = os.path.join(workdir, run_folder.CHECKPOINT_DIR)
     names = os.listdir(folder) if os.path.isdir(folder) else []
     return sorted(int(name) for name in names if name.isdigit())
 
 
 def saving(workdir) -> bool:
     """Whether Orbax is writing a checkpoint (its temporary folder exists)."""
-    folder = os.path.join(workdir, training.CHECKPOINT_DIR)
+    folder = os.path.join(workdir, run_folder.CHECKPOINT_DIR)
     return os.path.isdir(folder) and any(".orbax-checkpoint-tmp" in n for n in os.listdir(folder))
 
 
 def metrics_lines(workdir) -> list[str]:
-    path = os.path.join(workdir, training.METRICS_FILE)
+    path = os.path.join(workdir, run_folder.METRICS_FILE)
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
@@ -231,7 +231,7 @@ def orbax_abandoned_reads(test):
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, run_copy, capsys):
     damage_fn, reason = DAMAGES[damage]
-    folder = os.path.join(run_copy, training.CHECKPOINT_DIR)
+    folder = os.path.join(run_copy, run_folder.CHECKPOINT_DIR)
     previous = LAST - STEPS_PER_EPOCH
     intact = _snapshot(os.path.join(folder, str(previous)))
     damage_fn(os.path.join(folder, str(LAST)))
@@ -247,7 +247,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, run_co
 
 @orbax_abandoned_reads
 def test_training_resumes_past_a_damaged_checkpoint_exactly(reference, run_copy, capsys):
-    _truncate(os.path.join(run_copy, training.CHECKPOINT_DIR, str(LAST)))
+    _truncate(os.path.join(run_copy, run_folder.CHECKPOINT_DIR, str(LAST)))
     train(run_copy, NUM_EPOCHS, reference[1])
     assert (f"Resuming from the checkpoint at step {LAST - STEPS_PER_EPOCH} (epoch "
             f"{NUM_EPOCHS - 1})") in capsys.readouterr().out
@@ -260,7 +260,7 @@ def test_training_resumes_past_a_damaged_checkpoint_exactly(reference, run_copy,
 def test_no_intact_checkpoint_is_a_clear_error_that_changes_nothing(reference, run_copy):
     oldest, middle, newest = checkpoint_steps(run_copy)
     for step, damage_fn in ((oldest, _truncate), (middle, _flip_a_byte), (newest, _delete)):
-        damage_fn(os.path.join(run_copy, training.CHECKPOINT_DIR, str(step)))
+        damage_fn(os.path.join(run_copy, run_folder.CHECKPOINT_DIR, str(step)))
     before = _snapshot(run_copy)
     message = (rf"no intact checkpoint in .*checkpoints \(checkpoint {newest}: cannot read its "
                rf"arrays .*; checkpoint {middle}: its arrays differ from the digest .*; checkpoint "
@@ -308,7 +308,7 @@ def _nan_gradient(monkeypatch):
 def test_non_finite_step_stops_training_and_keeps_the_last_checkpoint(
         inject, terms, reference, run_copy, monkeypatch):
     inject(monkeypatch)
-    kept = _snapshot(os.path.join(run_copy, training.CHECKPOINT_DIR))
+    kept = _snapshot(os.path.join(run_copy, run_folder.CHECKPOINT_DIR))
     with pytest.raises(vae_jax.TrainingDivergedError) as error:
         train(run_copy, NUM_EPOCHS + 1, reference[1])
     first_bad = LAST + 1
@@ -318,7 +318,7 @@ def test_non_finite_step_stops_training_and_keeps_the_last_checkpoint(
         f"training diverged at step {first_bad} (epoch {NUM_EPOCHS + 1}): non-finite "
         f"{', '.join(terms)} (NaN or Inf); stopped without saving, the checkpoint at step "
         f"{first_bad - 1} is kept")
-    assert _snapshot(os.path.join(run_copy, training.CHECKPOINT_DIR)) == kept
+    assert _snapshot(os.path.join(run_copy, run_folder.CHECKPOINT_DIR)) == kept
     assert len(metrics_lines(run_copy)) == NUM_EPOCHS
 
 
@@ -397,8 +397,8 @@ def test_check_unit_interval(x, message):
 
 def test_data_outside_the_unit_interval_is_rejected_before_training(reference, tmp_path,
                                                                     monkeypatch):
-    monkeypatch.setattr(training, "prepare_batch",
-                        lambda key, images, binarize: data.to_unit_interval(images) * 2 - 1)
+    to_unit_interval = data.to_unit_interval
+    monkeypatch.setattr(data, "to_unit_interval", lambda images: to_unit_interval(images) * 2 - 1)
     message = r"the 'mnist' test set has values in \[-1, 0\.99\d*\], outside the \[0, 1\]"
     with mocked_mnist(), pytest.raises(vae_jax.DataError, match=message):
         training.train_and_evaluate(small_config(data_dir=reference[1]), str(tmp_path / "run"))
@@ -423,7 +423,7 @@ def test_unwritable_workdir_is_a_clear_error_at_start(make_workdir, reason, tmp_
 
 def test_a_disk_too_full_for_the_checkpoints_is_a_clear_error_at_start(tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(training.shutil, "disk_usage",
+    monkeypatch.setattr(run_folder.shutil, "disk_usage",
                         lambda path: usage._replace(free=10 * 2**20))
     with mocked_mnist():
         with pytest.raises(vae_jax.ConfigError, match="MiB free but the run needs about"):

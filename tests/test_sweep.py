@@ -16,7 +16,7 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import mocked_mnist, small_config
-from vae_jax.app import evaluation, runs, sweep as sweep_lib, training
+from vae_jax.app import builders, evaluation, run_folder, runs, sweep as sweep_lib, training
 
 SHAPE = (28, 28, 1)
 STEPS_PER_EPOCH = 4  # mock_train.NUM_EXAMPLES / batch size 16
@@ -94,18 +94,19 @@ def test_the_command_line_reports_bad_specs_in_one_line(tmp_path):
 
 # --- Each member is its single run ------------------------------------------------------------
 
+def sweep_state(members):
+    """The stacked initial state of `members`, each as its single run starts."""
+    return training.stack([training.initial_state(c, SHAPE, STEPS_PER_EPOCH) for c in members])
+
+
 def single_model_result(config, images, epoch=1):
     """Params and metrics of `config`'s model after one epoch of `training.make_train_steps` on
     `images`, started as `training.train_and_evaluate` starts it."""
-    parts = sweep_lib.member_components(config, SHAPE, STEPS_PER_EPOCH)
-    root = jax.random.key(config.seed, impl=config.prng_impl)
-    state = training.create_train_state(parts.vae, parts.optimizer, root)
-    indices = training.epoch_batch_indices(training.RunKeys.from_root(root).shuffle, epoch,
+    state = training.initial_state(config, SHAPE, STEPS_PER_EPOCH)
+    indices = training.epoch_batch_indices(builders.run_keys(config).shuffle, epoch,
                                            len(images), config.batch_size)
-    train_steps = training.make_train_steps(parts.vae, parts.optimizer, parts.kl_weight,
-                                            config.binarize, config.free_bits,
-                                            objective=config.objective)
-    state, metrics, divergence = train_steps(state, images, indices)
+    train_steps = training.make_train_steps(config, SHAPE, STEPS_PER_EPOCH)
+    state, metrics, divergence = train_steps(state, {}, images, indices)
     assert int(divergence.step) == 0
     return jax.device_get(state), jax.device_get(metrics)
 
@@ -124,21 +125,19 @@ def test_every_member_of_a_jitted_sweep_equals_its_single_model(overrides, specs
     sweep = sweep_lib.parse_sweep(specs, mode="zip")
     members = sweep_lib.member_configs(config, sweep)
     images = np.asarray(jax.random.randint(jax.random.key(1), (64, *SHAPE), 0, 256), np.uint8)
-    states = sweep_lib.create_sweep_state(members, SHAPE, STEPS_PER_EPOCH)
-    keys = jax.vmap(training.RunKeys.from_root)(states.key)
-    indices = jax.jit(sweep_lib.member_batch_indices, static_argnums=(2, 3))(
-        keys.shuffle, 1, 64, 16)
+    states = sweep_state(members)
+    keys = jax.vmap(builders.RunKeys.from_root)(states.key)
+    indices = training.member_batch_indices(keys.shuffle, 1, 64, 16)
     assert indices.shape == (STEPS_PER_EPOCH, 3, 16)
-    train_steps = sweep_lib.make_sweep_train_steps(
-        sweep_lib.step_factory(config, SHAPE, STEPS_PER_EPOCH))
+    train_steps = training.make_train_steps(config, SHAPE, STEPS_PER_EPOCH, models=True)
     states, metrics, divergence = train_steps(states, sweep_lib.hyperparameters(sweep), images,
                                               indices)
     assert divergence.step.shape == (3,) and not np.any(divergence.step)
     assert all(m.shape == (3,) for m in metrics.values())
     for i, member in enumerate(members):
         single_state, single_metrics = single_model_result(member, images)
-        assert_trees_close(sweep_lib.unstack(states.params, i), single_state.params)
-        assert_trees_close(sweep_lib.unstack(states.opt_state, i), single_state.opt_state)
+        assert_trees_close(training.unstack(states.params, i), single_state.params)
+        assert_trees_close(training.unstack(states.opt_state, i), single_state.opt_state)
         assert int(states.step[i]) == int(single_state.step) == STEPS_PER_EPOCH
         np.testing.assert_array_equal(jax.random.key_data(states.key[i]),
                                       jax.random.key_data(single_state.key))
@@ -146,12 +145,12 @@ def test_every_member_of_a_jitted_sweep_equals_its_single_model(overrides, specs
 
 
 def test_per_member_data_orders_are_the_single_runs_orders_at_full_mnist_size():
-    keys = jax.vmap(lambda s: training.RunKeys.from_root(jax.random.key(s)).shuffle)(
+    keys = jax.vmap(lambda s: builders.RunKeys.from_root(jax.random.key(s)).shuffle)(
         np.arange(3))
-    indices = sweep_lib.member_batch_indices(keys, 2, 60_000, 128)
+    indices = training.member_batch_indices(keys, 2, 60_000, 128)
     for seed in range(3):
         single = training.epoch_batch_indices(
-            training.RunKeys.from_root(jax.random.key(seed)).shuffle, 2, 60_000, 128)
+            builders.RunKeys.from_root(jax.random.key(seed)).shuffle, 2, 60_000, 128)
         np.testing.assert_array_equal(indices[:, seed], single)
 
 
@@ -174,7 +173,7 @@ def fixture_trained(tmp_path_factory):
 
 def test_sweep_writes_per_member_metrics_plot_pictures_and_a_checkpoint(trained):
     workdir = trained["workdir"]
-    lines = sweep_lib.read_metrics(workdir)
+    lines = run_folder.read_metrics(workdir)
     assert [(line["step"], line["epoch"]) for line in lines] == [(4, 1), (8, 2)]
     assert lines[-1] == trained["record"]
     assert all(len(lines[-1][k]) == 3 for k in ("train_loss", "test_neg_elbo", "kl_weight"))
@@ -190,9 +189,9 @@ def test_sweep_writes_per_member_metrics_plot_pictures_and_a_checkpoint(trained)
 
 
 def test_every_member_equals_its_single_run_end_to_end(trained):
-    lines = sweep_lib.read_metrics(trained["workdir"])
+    lines = run_folder.read_metrics(trained["workdir"])
     for i, single in enumerate(trained["singles"]):
-        expected = read_lines(os.path.join(single, training.METRICS_FILE))
+        expected = read_lines(os.path.join(single, run_folder.METRICS_FILE))
         for line, single_line in zip(lines, expected, strict=True):
             member_line = {k: v[i] if isinstance(v, list) else v for k, v in line.items()}
             assert member_line.keys() == single_line.keys()
@@ -212,7 +211,7 @@ def test_extracted_members_are_run_folders_that_equal_the_single_runs_and_evalua
             assert_trees_close(extracted.params, alone.params)
             with open(os.path.join(member_dir, "config.json"), encoding="utf-8") as f:
                 assert json.load(f)["beta"] == [1.0, 2.0, 0.5][i]
-            assert len(read_lines(os.path.join(member_dir, training.METRICS_FILE))) == 2
+            assert len(read_lines(os.path.join(member_dir, run_folder.METRICS_FILE))) == 2
         report = evaluation.evaluate_workdir(member_dir, num_samples=4, batch_size=32)
         expected = evaluation.evaluate_workdir(trained["singles"][2], num_samples=4,
                                                batch_size=32)
@@ -255,8 +254,8 @@ def test_a_resumed_sweep_equals_an_uninterrupted_one(trained):
                 "beta=1,2,4; ")):
             sweep_lib.train_sweep(config, sweep_lib.parse_sweep(["beta=1,2,4", *SPECS[1:]],
                                                                 mode="zip"), workdir)
-    straight = sweep_lib.read_metrics(trained["workdir"])
-    resumed = sweep_lib.read_metrics(workdir)
+    straight = run_folder.read_metrics(trained["workdir"])
+    resumed = run_folder.read_metrics(workdir)
     for line in straight + resumed + [record]:
         line.pop("epoch_time_s")
     assert resumed == straight and record == straight[-1]
@@ -274,7 +273,7 @@ def test_a_diverging_member_stops_the_sweep_naming_it_before_any_checkpoint(trai
             vae_jax.TrainingDivergedError,
             match=r"member 1 \(learning_rate=1e\+30\) at step 2: .*no checkpoint was written"):
         sweep_lib.train_sweep(config, sweep, str(workdir))
-    assert runs.checkpoint_steps(str(workdir)) == [] and sweep_lib.read_metrics(workdir) == []
+    assert runs.checkpoint_steps(str(workdir)) == [] and run_folder.read_metrics(workdir) == []
 
 
 # --- Several devices --------------------------------------------------------------------------
@@ -282,24 +281,29 @@ def test_a_diverging_member_stops_the_sweep_naming_it_before_any_checkpoint(trai
 MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from mock_train import mocked_mnist, small_config
-    from vae_jax.app import data, runs, sweep as sw, training
+    from vae_jax.app import builders, data, runs, sweep as sw, training
     assert jax.device_count() == 2, jax.devices()
+    P, named = jax.sharding.PartitionSpec, jax.sharding.NamedSharding
+
+    def sweep_state(members):
+        return training.stack([training.initial_state(c, (28, 28, 1), 4) for c in members])
+
     config = small_config()
     sweep = sw.parse_sweep(["beta=1,2,0.5,4", "seed=0,1,2,3"], mode="zip")
     members = sw.member_configs(config, sweep)
     images = np.asarray(jax.random.randint(jax.random.key(1), (64, 28, 28, 1), 0, 256), np.uint8)
-    steps = sw.make_sweep_train_steps(sw.step_factory(config, (28, 28, 1), 4))
-    mesh = sw.make_mesh(sweep.size)
+    steps = training.make_train_steps(config, (28, 28, 1), 4, models=True)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("models",))
     assert mesh.size == 2
     results = []
     for sharded in (False, True):
-        states = sw.create_sweep_state(members, (28, 28, 1), 4)
+        states = sweep_state(members)
         hparams = sw.hyperparameters(sweep)
-        keys = jax.vmap(training.RunKeys.from_root)(states.key)
-        indices = sw.member_batch_indices(keys.shuffle, 1, 64, 16)
+        keys = jax.vmap(builders.RunKeys.from_root)(states.key)
+        indices = training.member_batch_indices(keys.shuffle, 1, 64, 16)
         if sharded:
-            states, hparams = jax.device_put((states, hparams), sw.model_sharding(mesh))
-            indices = jax.device_put(indices, sw.model_sharding(mesh, axis=1))
+            states, hparams = jax.device_put((states, hparams), named(mesh, P("models")))
+            indices = jax.device_put(indices, named(mesh, P(None, "models")))
         states, metrics, _ = steps(states, hparams, images, indices)
         if sharded:
             kernel = states.params["decoder"]["output"]["kernel"]
@@ -314,9 +318,9 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
         images = data.load_image_dataset("mnist", data_dir=DATA_DIR).train_images
         record = sw.train_sweep(small_config(data_dir=DATA_DIR), sweep, WORKDIR)
         member = sw.extract_member(WORKDIR, 3)
-    states = sw.create_sweep_state(members, (28, 28, 1), 4)
-    keys = jax.vmap(training.RunKeys.from_root)(states.key)
-    indices = sw.member_batch_indices(keys.shuffle, 1, 64, 16)
+    states = sweep_state(members)
+    keys = jax.vmap(builders.RunKeys.from_root)(states.key)
+    indices = training.member_batch_indices(keys.shuffle, 1, 64, 16)
     _, metrics, _ = steps(states, sw.hyperparameters(sweep), images, indices)
     np.testing.assert_allclose(record["train_neg_elbo"], metrics["neg_elbo"], rtol=1e-5)
     restored = sw.restore_sweep(WORKDIR).state.params["decoder"]["output"]["kernel"]

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 import vae_jax
 import vae_jax.app.data
 from mock_train import small_config
-from vae_jax.app import training
+from vae_jax.app import builders, run_folder, training
 
 
 @pytest.fixture(name="mock_mnist")
@@ -21,8 +21,7 @@ def fixture_mock_mnist():
 
 
 def read_metrics(workdir):
-    with open(os.path.join(workdir, training.METRICS_FILE), encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return run_folder.read_metrics(workdir)
 
 
 def test_one_epoch_writes_metrics_checkpoint_and_pictures(mock_mnist, tmp_path):
@@ -37,7 +36,7 @@ def test_one_epoch_writes_metrics_checkpoint_and_pictures(mock_mnist, tmp_path):
     assert np.isfinite(line["test_neg_elbo"])
     np.testing.assert_allclose(line["test_neg_elbo"],
                                line["test_reconstruction_loss"] + line["test_kl"], rtol=1e-4)
-    assert os.listdir(os.path.join(workdir, training.CHECKPOINT_DIR)) == [str(steps_per_epoch)]
+    assert os.listdir(os.path.join(workdir, run_folder.CHECKPOINT_DIR)) == [str(steps_per_epoch)]
     pictures = sorted(os.listdir(os.path.join(workdir, "images")))
     assert pictures == ["reconstructions_epoch001.png", "samples_epoch001.png"]
 
@@ -84,7 +83,7 @@ def test_checkpoint_of_another_model_is_a_clear_error(mock_mnist, tmp_path):
 def test_bad_config_values_are_named(field, value, message, tmp_path):
     with pytest.raises(vae_jax.ConfigError, match=message):
         training.train_and_evaluate(small_config(**{field: value}), str(tmp_path))
-    assert not os.path.exists(tmp_path / training.METRICS_FILE)
+    assert not os.path.exists(tmp_path / run_folder.METRICS_FILE)
 
 
 def test_batch_larger_than_the_dataset_is_a_clear_error(mock_mnist, tmp_path):
@@ -118,14 +117,12 @@ def test_epoch_batches_are_a_permutation_that_depends_on_the_epoch():
 
 def _train_steps_result(loop, objective="elbo"):
     """Params and metrics after 4 steps on synthetic images with the given loop and objective."""
-    vae = vae_jax.mlp_vae((28, 28, 1), latent_dim=4, hidden_dims=(32,))
-    optimizer = training.make_optimizer(small_config(), steps_per_epoch=4)
-    state = training.create_train_state(vae, optimizer, jax.random.key(0))
+    config = small_config(latent_dim=4, hidden_dims=(32,), objective=objective, iwae_samples=3)
+    state = training.initial_state(config, (28, 28, 1), 4)
     images = jax.random.randint(jax.random.key(1), (64, 28, 28, 1), 0, 256).astype(np.uint8)
     indices = training.epoch_batch_indices(jax.random.key(2), 1, 64, 16)
-    train_steps = training.make_train_steps(vae, optimizer, 1.0, True, loop=loop,
-                                            objective=objective, iwae_samples=3)
-    state, metrics, divergence = train_steps(state, images, indices)
+    train_steps = training.make_train_steps(config, (28, 28, 1), 4, loop=loop)
+    state, metrics, divergence = train_steps(state, {}, images, indices)
     assert int(divergence.step) == 0 and int(state.step) == 4
     return jax.device_get(state.params), jax.device_get(metrics)
 
@@ -171,7 +168,7 @@ def test_bad_objective_and_schedule_fields_are_named(overrides, message):
 
 
 def test_cosine_schedule_decays_to_zero_and_fixes_num_epochs(mock_mnist, tmp_path):
-    optimizer = training.make_optimizer(small_config(lr_schedule="cosine", num_epochs=2), 4)
+    optimizer = builders.optimizer(small_config(lr_schedule="cosine", num_epochs=2), 4)
     params = {"w": np.ones(3, np.float32)}
     state = optimizer.init(params)
     for _ in range(9):

@@ -343,6 +343,14 @@ def to_unit_interval(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 255.0
 
 
+def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarized: bool) -> jax.Array:
+    """uint8 images (B, *shape) → float32 in [0, 1] of the same shape, dynamically binarised with
+    `key` (`binarize`) when `binarized`: how every batch, and the test set, reaches the model."""
+    flat = to_unit_interval(jnp.reshape(images_uint8, (images_uint8.shape[0], -1)))
+    x = binarize(key, flat) if binarized else flat
+    return jnp.reshape(x, images_uint8.shape)  # one axis per example computes faster on CPUs
+
+
 def check_unit_interval(x: jax.Array, name: str = "x") -> None:
     """Raises `DataError` unless `x` is a floating-point array with every value in [0, 1].
 

@@ -7,6 +7,7 @@ arrays are built from identical process-local copies, and replicated results are
 each process's own copy.
 """
 
+import math
 from typing import Any
 
 import jax
@@ -48,6 +49,21 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
         raise ConfigError(f"config.num_devices must be 0 (all devices) in a run of "
                           f"{jax.process_count()} processes, got {num_devices}")
     return jax.sharding.Mesh(np.array(devices[:num_devices or len(devices)]), ("data",))
+
+
+def make_model_mesh(num_models: int, num_devices: int = 0) -> jax.sharding.Mesh:
+    """A 1-D mesh, axis "models", over which the model axis of N stacked models (a sweep) is
+    split: `num_devices` devices (``config.num_devices``), which must divide N, or with 0 the
+    largest count of devices that divides N."""
+    devices = jax.devices()
+    if num_devices > len(devices):
+        raise ConfigError(f"config.num_devices={num_devices} but JAX sees only {len(devices)} "
+                          "device(s)")
+    if num_devices and num_models % num_devices:
+        raise ConfigError(f"the sweep's {num_models} members must divide evenly over "
+                          f"config.num_devices={num_devices} devices")
+    count = num_devices or math.gcd(num_models, len(devices))
+    return jax.sharding.Mesh(np.array(devices[:count]), ("models",))
 
 
 def data_parallel_shardings(mesh: jax.sharding.Mesh):

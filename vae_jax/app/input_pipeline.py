@@ -80,15 +80,16 @@ def device_chunks(train_images: jax.Array, indices: np.ndarray,
 def stream_chunks(images: np.ndarray, indices: np.ndarray, image_sharding: jax.sharding.Sharding,
                   index_sharding: jax.sharding.Sharding,
                   prefetch: int = 2) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """For each chunk of `indices` (chunks, steps, batch_size) into the host array `images`
+    """For each chunk of `indices` (chunks, steps, batch_size) — or (chunks, steps, N,
+    batch_size), one row per model of a sweep — into the host array `images`
     (N, *image_shape): (its examples ``images[chunk]`` on the device, flattened to
     (steps·batch_size, *image_shape) and laid out by `image_sharding`; the indices
-    ``arange(steps·batch_size)`` shaped (steps, batch_size) into them, laid out by
+    ``arange(steps·batch_size)`` shaped like the chunk into them, laid out by
     `index_sharding`). A background thread gathers and copies each chunk `prefetch` chunks ahead
     of the one the caller is training on."""
-    steps, batch_size = indices.shape[1:]
+    chunk_shape = indices.shape[1:]
     local = distributed.to_global(
-        np.arange(steps * batch_size, dtype=np.int32).reshape(steps, batch_size), index_sharding)
+        np.arange(math.prod(chunk_shape), dtype=np.int32).reshape(chunk_shape), index_sharding)
 
     def load(chunk: np.ndarray) -> jax.Array:
         return distributed.to_global(images[chunk.reshape(-1)], image_sharding)

@@ -1,29 +1,41 @@
-"""Training with Optax: a jitted multi-step update over a device-resident dataset, and the loop
-around it (`train_and_evaluate`) that evaluates, checkpoints with Orbax, logs and draws pictures.
+"""The one training engine: a jitted Optax step whose hyperparameters are arguments, and the loop
+around it that evaluates, checkpoints with Orbax, logs and draws pictures.
 
-Speed by design: the uint8 training images live on the device; each call of `train_steps` runs
-many steps inside one `lax.scan` (gathering, scaling and binarising batches on the device), the
-training state is donated, and every call has the same shapes, so nothing recompiles after the
-first epoch and no batch ever crosses from the host.
+**One step, one loop, one or many models.** `make_train_step` is the update of *one* model:
 
-Randomness is a function of (seed, step) alone: the key of step s is ``fold_in(noise_key, s)`` and
-the data order of epoch e is a permutation drawn from ``fold_in(shuffle_key, e)``. A checkpoint
-therefore holds everything a resumed run needs to continue exactly.
+    step(state, hparams, images, indices) -> (state, (metrics, nonfinite))
 
-Every step also records whether its reconstruction term, KL term and gradient were finite; the host
-reads the first bad step once per jitted call and stops with `TrainingDivergedError` before
-anything of the bad state is evaluated or saved.
+where `hparams` holds the hyperparameters that are arguments rather than constants
+(`vae_jax.app.builders.HYPERPARAMETERS`: β, α, free bits, σ, the learning rate). A single run
+passes ``{}`` (its config's values are Python constants); a sweep passes each member's values and
+`jax.vmap`s the same step over a leading *model axis* of the state. `fit` is the loop for both:
+input pipelines, the progress bar, devices and processes, the NaN guard, evaluation, metrics,
+pictures, checkpoints and resume are the same code whichever `Models` it trains.
+`train_and_evaluate` (one run) and `vae_jax.app.sweep.train_sweep` (N models) only say what to
+train and where.
+
+**Speed by design.** The uint8 training images live on the device (or are streamed in chunks:
+`vae_jax.app.input_pipeline`); each call of `train_steps` runs many steps inside one `lax.scan`
+(gathering, scaling and binarising batches on the device), the training state is donated, and
+every call has the same shapes, so nothing recompiles after the first epoch and no batch crosses
+from the host.
+
+**Randomness is a function of (seed, step) alone**: the key of step s is ``fold_in(noise_key, s)``
+and the data order of epoch e is a permutation drawn from ``fold_in(shuffle_key, e)``
+(`builders.RunKeys`). A checkpoint therefore holds everything a resumed run needs to continue
+exactly, and sweep member i computes what the single run of its config computes.
+
+**NaN guard.** Every step records whether its reconstruction term, KL term and gradient were
+finite; the host reads the first bad step once per jitted call and stops with
+`TrainingDivergedError` before anything of the bad state is evaluated or saved.
 """
 
 import contextlib
 import functools
-import json
-import math
 import os
-import shutil
 import sys
 import time
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,18 +44,19 @@ import numpy as np
 import optax
 
 from vae_jax import iwae, model as model_lib, objectives
-from vae_jax.app import (checkpointing, configs, data, distributed, images, input_pipeline,
-                         run_folder, prng)
+from vae_jax.app import (builders, checkpointing, configs, data, distributed, evaluation,
+                         input_pipeline, prng, run_folder)
+from vae_jax.app.builders import RunKeys  # pylint: disable=unused-import  (re-exported)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 REPORTED_TERMS = ("neg_elbo", "reconstruction_loss", "kl")
 CHECKED_TERMS = ("reconstruction", "KL", "gradient")  # the order of `Divergence.terms`
+PICTURE_COUNT = 8  # columns of the reconstruction grid; 4 rows of inputs and 4 of reconstructions
 
 
 class TrainState(NamedTuple):
-    """Everything that changes during training. `key` is the run's root key; it never changes."""
+    """Everything that changes during training. `key` is the run's root key; it never changes.
+    In a sweep every leaf has a leading model axis N."""
 
     params: Any
     opt_state: optax.OptState
@@ -52,7 +65,8 @@ class TrainState(NamedTuple):
 
 
 class Divergence(NamedTuple):
-    """Where a call of `train_steps` first went non-finite.
+    """Where a call of `train_steps` first went non-finite (with a leading model axis N in a
+    sweep).
 
     Attributes:
       step: int32, the 1-based optimizer step whose reconstruction term, KL term or gradient was
@@ -64,19 +78,6 @@ class Divergence(NamedTuple):
     terms: jax.Array
 
 
-class RunKeys(NamedTuple):
-    """Independent random streams derived from the root key, one per purpose."""
-
-    init: jax.Array
-    noise: jax.Array  # per step: binarisation and the reparameterisation ε
-    shuffle: jax.Array  # per epoch: the data order
-    eval: jax.Array  # fixed: the test set's binarisation and ε, the same at every evaluation
-
-    @classmethod
-    def from_root(cls, root: jax.Array) -> "RunKeys":
-        return cls(*(jax.random.fold_in(root, i) for i in range(4)))
-
-
 def reported_terms(terms: objectives.ELBOTerms) -> dict[str, jax.Array]:
     """ELBO terms → the positive losses we report, in nats: neg_elbo = reconstruction_loss + kl."""
     return {"neg_elbo": -terms.elbo, "reconstruction_loss": -terms.reconstruction, "kl": terms.kl}
@@ -84,55 +85,48 @@ def reported_terms(terms: objectives.ELBOTerms) -> dict[str, jax.Array]:
 
 def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarize: bool) -> jax.Array:
     """uint8 images → float32 in [0, 1], dynamically binarised with `key` when `binarize`."""
-    flat = data.to_unit_interval(jnp.reshape(images_uint8, (images_uint8.shape[0], -1)))
-    x = data.binarize(key, flat) if binarize else flat
-    return jnp.reshape(x, images_uint8.shape)  # one axis per example computes faster on CPUs
+    return data.prepare_batch(key, images_uint8, binarize)
 
 
-def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: float = 0.0,
+def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: Any = 0.0,
                  iwae_samples: int = 1) -> Callable:
     """Returns ``loss_fn(params, x, key, beta) -> (loss, ELBOTerms of batch means)`` for `jax.grad`
     with ``has_aux=True``: `objectives.loss` (the β-weighted ELBO with `free_bits`) when
     `objective` is "elbo", `iwae.iwae_loss` with K = `iwae_samples` (β unused) when "iwae"."""
     if objective == "elbo":
-        return lambda params, x, key, beta: objectives.loss(params, vae, x, key, beta, free_bits)
+        return lambda params, x, key, beta: objectives.loss(vae, params, x, key, beta, free_bits)
     if objective == "iwae":
-        return lambda params, x, key, beta: iwae.iwae_loss(params, vae, x, key, iwae_samples)
-    raise ConfigError(f"objective must be one of {configs.OBJECTIVES}, got {objective!r}")
+        return lambda params, x, key, beta: iwae.iwae_loss(vae, params, x, key, iwae_samples)
+    raise ConfigError(f"objective must be one of {builders.OBJECTIVES}, got {objective!r}")
 
 
-def _summarize(first_step: jax.Array, metrics: dict[str, jax.Array],
-               nonfinite: jax.Array) -> tuple[dict[str, jax.Array], Divergence]:
-    """Per-step metrics (num_steps,) and non-finite flags (num_steps, 3) → their means over the
-    steps and the `Divergence` of the first bad step."""
-    bad = jnp.any(nonfinite, axis=1)
-    first = jnp.argmax(bad)
-    divergence = Divergence(jnp.where(bad[first], first_step + first + 1, 0), nonfinite[first])
-    return jax.tree.map(jnp.mean, metrics), divergence
+def make_train_step(config: ml_collections.ConfigDict, input_shape: Sequence[int],
+                    steps_per_epoch: int) -> Callable:
+    """Returns the pure, unjitted one-model update of `config`'s run,
 
+        step(state, hparams, images, indices) -> (state, (metrics, nonfinite)),
 
-def make_train_step(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
-                    kl_weight: optax.Schedule | float, binarize: bool, free_bits: float = 0.0,
-                    objective: str = "elbo", iwae_samples: int = 1) -> Callable:
-    """Returns the pure, unjitted ``step(state, images, indices) -> (state, (metrics, nonfinite))``
-    of one optimizer update on the examples ``images[indices]``.
-
-    The step draws its binarisation and ε from ``fold_in(noise_key, state.step)``, minimises
-    `make_loss_fn(vae, objective, free_bits, iwae_samples)` with β = kl_weight(step) (a schedule,
-    or a constant), and returns the loss, neg_elbo, reconstruction_loss and kl of the batch, and
-    bool (3,) flags of a non-finite reconstruction term, KL term or gradient (`CHECKED_TERMS`).
-    `make_train_steps` loops it; `vae_jax.app.sweep` vmaps it over models.
+    on the examples ``images[indices]`` (uint8 images, int32 (batch_size,) indices). `hparams`
+    maps fields of `builders.HYPERPARAMETERS` to scalars that replace the config's values ({} for
+    the config's own run): the model, optimizer, KL weight and free bits are
+    `builders.components` of them, built inside the step, so a vmapped step trains one model per
+    row of `hparams`. The step draws its binarisation and ε from ``fold_in(noise_key,
+    state.step)``, minimises `make_loss_fn` with β = kl_weight(step), and returns the loss,
+    neg_elbo, reconstruction_loss and kl of the batch in nats per example, and bool (3,) flags of
+    a non-finite reconstruction term, KL term or gradient (`CHECKED_TERMS`).
     """
-    loss_fn = make_loss_fn(vae, objective, free_bits, iwae_samples)
+    input_shape = tuple(input_shape)
 
-    def step(state: TrainState, train_images: jax.Array, indices: jax.Array):
+    def step(state: TrainState, hparams: builders.Hyperparameters, train_images: jax.Array,
+             indices: jax.Array):
+        parts = builders.components(config, input_shape, steps_per_epoch, hparams)
+        loss_fn = make_loss_fn(parts.vae, config.objective, parts.free_bits, config.iwae_samples)
         noise = RunKeys.from_root(state.key).noise
         binarize_key, elbo_key = jax.random.split(jax.random.fold_in(noise, state.step))
-        x = prepare_batch(binarize_key, train_images[indices], binarize)
-        beta = kl_weight(state.step) if callable(kl_weight) else kl_weight
+        x = prepare_batch(binarize_key, train_images[indices], config.binarize)
         (loss, means), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, x, elbo_key, beta)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            state.params, x, elbo_key, parts.kl_weight(state.step))
+        updates, opt_state = parts.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # One sum per gradient: NaN or ±∞ anywhere makes it non-finite (as would a finite sum
         # past 3e38), and a sum reads the gradient once where jnp.isfinite then jnp.all twice.
@@ -145,50 +139,74 @@ def make_train_step(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
     return step
 
 
-def make_train_steps(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
-                     kl_weight: optax.Schedule | float, binarize: bool,
-                     free_bits: float = 0.0, loop: str = "scan", objective: str = "elbo",
-                     iwae_samples: int = 1) -> Callable:
-    """Returns ``train_steps(state, images, batch_indices) -> (state, metrics, divergence)``.
+def _summarize(first_step: jax.Array, metrics: dict[str, jax.Array],
+               nonfinite: jax.Array) -> tuple[dict[str, jax.Array], Divergence]:
+    """Per-step metrics (num_steps, *models) and non-finite flags (num_steps, *models, 3) →
+    their means over the steps (*models) and the `Divergence` of each model's first bad step;
+    `models` is () for one model, (N,) for a sweep."""
+    bad = jnp.any(nonfinite, axis=-1)
+    first = jnp.argmax(bad, axis=0)
+    bad_first = jnp.take_along_axis(bad, first[None], axis=0)[0]
+    terms = jnp.take_along_axis(nonfinite, first[None, ..., None], axis=0)[0]
+    divergence = Divergence(jnp.where(bad_first, first_step + first + 1, 0), terms)
+    return jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), divergence
 
-    `images` is the uint8 training set (N, *input_shape) on the device; `batch_indices` is int32
-    (num_steps, batch_size), one row of example indices per step, each step `make_train_step`.
-    `metrics` holds the means over those steps of loss (−objective), neg_elbo,
-    reconstruction_loss and kl, in nats per example; `divergence` (a `Divergence`) names the first
-    step whose reconstruction term, KL term or gradient was not finite. Steps after it still run
-    (on NaNs): the caller must discard the state. The incoming `state` is donated.
 
-    `loop` chooses how the steps run: "scan", all of them in one jitted `lax.scan` (one dispatch
-    per call: the fastest for MLPs); or "step", one jitted step per Python iteration (XLA:CPU runs
-    convolutions inside a loop body several times slower than on their own). Both give the same
-    results.
+def make_train_steps(config: ml_collections.ConfigDict, input_shape: Sequence[int],
+                     steps_per_epoch: int, loop: str | None = None, models: bool = False,
+                     shared_indices: bool = False, out_shardings: Any = None) -> Callable:
+    """Returns ``train_steps(state, hparams, images, batch_indices) -> (state, metrics,
+    divergence)``: `make_train_step` applied once per row of `batch_indices`.
+
+    One model (``models=False``): `batch_indices` is int32 (num_steps, batch_size), `hparams`
+    usually {}. N models (``models=True``, a sweep): the step is `jax.vmap`-ed over the leading
+    model axis of `state` and `hparams` ({field: (N,)}), with `images` shared, and
+    `batch_indices` is (num_steps, N, batch_size) — member i's rows at [:, i] — or, with
+    `shared_indices`, (num_steps, batch_size) for every member. `metrics` are the means over the
+    steps of loss (−objective), neg_elbo, reconstruction_loss and kl, in nats per example (shape
+    (N,) per metric for N models); `divergence` names each model's first step whose
+    reconstruction term, KL term or gradient was not finite. Steps after it still run (on NaNs):
+    the caller must discard the state. The incoming `state` is donated.
+
+    `loop` chooses how the steps run (None: `builders.resolve_train_loop`): "scan", all of them
+    in one jitted `lax.scan` (one dispatch per call: the fastest for MLPs); or "step", one
+    jitted step per Python iteration (XLA:CPU runs convolutions inside a loop body several times
+    slower than on their own). Both give the same results. `out_shardings` (state, metrics and
+    divergence) lays out the results across devices (None: as XLA chooses).
     """
-    step = make_train_step(vae, optimizer, kl_weight, binarize, free_bits, objective,
-                           iwae_samples)
+    loop = loop or builders.resolve_train_loop(config)
+    step = make_train_step(config, input_shape, steps_per_epoch)
+    if models:
+        step = jax.vmap(step, in_axes=(0, 0, None, None if shared_indices else 0))
+    jit = functools.partial(jax.jit, donate_argnums=0,
+                            **({} if out_shardings is None else {"out_shardings": out_shardings}))
 
     if loop == "scan":
-        @functools.partial(jax.jit, donate_argnums=0)
-        def scanned_steps(state: TrainState, train_images: jax.Array, batch_indices: jax.Array):
+        @jit
+        def scanned_steps(state: TrainState, hparams, train_images: jax.Array,
+                          batch_indices: jax.Array):
             first_step = state.step
             state, (metrics, nonfinite) = jax.lax.scan(
-                lambda s, indices: step(s, train_images, indices), state, batch_indices)
+                lambda s, indices: step(s, hparams, train_images, indices), state, batch_indices)
             return (state, *_summarize(first_step, metrics, nonfinite))
 
         return scanned_steps
     if loop != "step":
-        raise ConfigError(f"train_loop must be one of {configs.TRAIN_LOOPS[1:]} here, got {loop!r}")
+        raise ConfigError(f"train_loop must be one of {builders.TRAIN_LOOPS[1:]} here, got "
+                          f"{loop!r}")
 
-    jitted_step = jax.jit(lambda state, images, batch_indices, i: step(state, images,
-                                                                       batch_indices[i]),
-                          donate_argnums=0)
+    shardings = {} if out_shardings is None else {"out_shardings": out_shardings[:2]}
+    jitted_step = jax.jit(lambda state, hparams, images, batch_indices, i: step(
+        state, hparams, images, batch_indices[i]), donate_argnums=0, **shardings)
+    shardings = {} if out_shardings is None else {"out_shardings": out_shardings[1:]}
     summarize = jax.jit(lambda first_step, outputs: _summarize(
-        first_step, *jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)))
+        first_step, *jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)), **shardings)
 
-    def stepped(state: TrainState, train_images: jax.Array, batch_indices: jax.Array):
+    def stepped(state: TrainState, hparams, train_images: jax.Array, batch_indices: jax.Array):
         first_step = jnp.copy(state.step)  # `state` is donated to the first step
         outputs = []
         for i in range(batch_indices.shape[0]):
-            state, output = jitted_step(state, train_images, batch_indices, i)
+            state, output = jitted_step(state, hparams, train_images, batch_indices, i)
             outputs.append(output)
         return (state, *summarize(first_step, outputs))
 
@@ -207,43 +225,38 @@ def epoch_batch_indices(shuffle_key: jax.Array, epoch: jax.Array, num_examples: 
     return order[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 
-def make_evaluate(vae: model_lib.VAE, chunk_size: int = 1000) -> Callable:
-    """Returns jitted ``evaluate(params, x, key) -> {neg_elbo, reconstruction_loss, kl}``: the
-    single-sample ELBO terms averaged over the float data x (N, *input_shape), computed
-    `chunk_size` examples at a time to bound memory."""
-
-    @jax.jit
-    def evaluate(params, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
-        keys = jax.random.split(key, x.shape[0])
-        per_example = jax.lax.map(lambda xk: objectives.elbo(vae, params, xk[0], xk[1]),
-                                  (x, keys), batch_size=chunk_size)
-        return jax.tree.map(jnp.mean, reported_terms(per_example))
-
-    return evaluate
-
-
-def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with `config.learning_rate`: constant, or (``lr_schedule="cosine"``) decayed along a
-    half cosine to 0 over the run's `num_epochs` · `steps_per_epoch` steps."""
-    if config.lr_schedule == "cosine":
-        return optax.adam(optax.cosine_decay_schedule(config.learning_rate,
-                                                      config.num_epochs * steps_per_epoch))
-    return optax.adam(config.learning_rate)
-
-
-def resolve_train_loop(config: ml_collections.ConfigDict) -> str:
-    """`config.train_loop`, with "auto" made concrete: "step" for convolutional networks on a CPU
-    backend (see `make_train_steps`), "scan" otherwise."""
-    if config.train_loop != "auto":
-        return config.train_loop
-    return "step" if config.architecture == "conv" and jax.default_backend() == "cpu" else "scan"
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def member_batch_indices(shuffle_keys: jax.Array, epoch: int | jax.Array, num_examples: int,
+                         batch_size: int) -> jax.Array:
+    """Each model's `epoch_batch_indices` for `epoch`, arranged for the scan: shuffle_keys (N,)
+    typed keys → int32 (num_steps, N, batch_size)."""
+    per_model = jax.vmap(lambda key: epoch_batch_indices(
+        key, epoch, num_examples, batch_size))(shuffle_keys)
+    return jnp.swapaxes(per_model, 0, 1)
 
 
 def create_train_state(vae: model_lib.VAE, optimizer: optax.GradientTransformation,
                        root_key: jax.Array) -> TrainState:
+    """The state before the first step: params from the root key's `RunKeys.init`."""
     params = vae.init(RunKeys.from_root(root_key).init)
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), root_key)
+
+
+def initial_state(config: ml_collections.ConfigDict, input_shape: Sequence[int],
+                  steps_per_epoch: int) -> TrainState:
+    """`create_train_state` of the model and optimizer of `config`, from its seed."""
+    parts = builders.components(config, input_shape, steps_per_epoch)
+    return create_train_state(parts.vae, parts.optimizer, builders.root_key(config))
+
+
+def stack(trees: Sequence[Any]) -> Any:
+    """Pytrees of equal structure → one pytree whose leaves have a leading model axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree: Any, index: int) -> Any:
+    """Model `index` of a stacked pytree."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
 def to_checkpoint(state: TrainState) -> dict[str, Any]:
@@ -258,123 +271,6 @@ def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
 
-_DISK_MARGIN_BYTES = 64 * 2**20  # metrics, pictures and Orbax's own files
-
-
-def check_free_space(workdir: str, tree: Any, max_to_keep: int) -> None:
-    """Raises `ConfigError` at the start when `workdir`'s disk cannot hold `max_to_keep` + 1
-    checkpoints of the arrays of `tree` (Orbax writes a new one before it deletes the oldest)."""
-    checkpoint_bytes = sum(np.dtype(leaf.dtype).itemsize * leaf.size
-                           for leaf in jax.tree.leaves(tree))
-    needed = (max_to_keep + 1) * checkpoint_bytes + _DISK_MARGIN_BYTES
-    free = shutil.disk_usage(workdir).free
-    if free < needed:
-        raise ConfigError(
-            f"workdir {workdir!r} has {free / 2**20:.0f} MiB free but the run needs about "
-            f"{needed / 2**20:.0f} MiB ({max_to_keep + 1} checkpoints of "
-            f"{checkpoint_bytes / 2**20:.1f} MiB); free space or lower --config.max_to_keep")
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Replaces the file at `path` by `text` with one rename: a kill leaves the old or new file."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-def _metrics_line_step(line: str) -> float:
-    """The step of a metrics line; +inf for a line cut short by a kill."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
-def truncate_metrics(path: str, last_step: int) -> None:
-    """Drops the metrics lines of epochs after checkpoint `last_step` (0: no checkpoint), and a
-    last line cut short: a killed run writes them before it checkpoints, and this run redoes
-    those epochs."""
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    kept = [line for line in lines if _metrics_line_step(line) <= last_step]
-    if kept != lines:
-        write_atomically(path, "".join(kept))
-
-
-def _check_finite(divergence: Divergence, epoch: int, last_saved: int | None) -> None:
-    """Raises `TrainingDivergedError` when `divergence` (from `train_steps`) names a step."""
-    step, bad = distributed.to_host(divergence)
-    if step == 0:
-        return
-    terms = tuple(name for name, flag in zip(CHECKED_TERMS, bad) if flag)
-    kept = run_folder.kept(last_saved)
-    raise TrainingDivergedError(
-        f"training diverged at step {step} (epoch {epoch}): non-finite {', '.join(terms)} (NaN or "
-        f"Inf); stopped without saving, {kept}; lower --config.learning_rate, or run with "
-        "--config.debug_nans=True to find the operation", step=int(step), epoch=epoch, terms=terms)
-
-
-def _format_terms(terms: dict[str, float]) -> str:
-    return (f"neg_elbo {terms['neg_elbo']:7.2f} (rec {terms['reconstruction_loss']:6.2f}, "
-            f"kl {terms['kl']:5.2f})")
-
-
-def write_pictures(workdir: str, epoch: int, vae: model_lib.VAE, params, test_x: jax.Array,
-                   key: jax.Array, count: int = 8) -> None:
-    """Writes ``images/reconstructions_epochNNN.png`` (inputs in odd rows, reconstruction means
-    below them) and ``images/samples_epochNNN.png`` (decoder means of 64 draws from the prior)."""
-    inputs = test_x[: count * 4]
-    mean, _ = vae.encode(params, inputs)
-    recons = vae.observation_mean(vae.decode(params, mean))
-    z = jax.random.normal(key, (64, vae.latent_dim))
-    samples = vae.observation_mean(vae.decode(params, z))
-    inputs, recons, samples = distributed.to_host((inputs, recons, samples))
-    if not distributed.is_main_process():
-        return
-    folder = os.path.join(workdir, "images")
-    os.makedirs(folder, exist_ok=True)
-    rows = [r for i in range(4) for r in (inputs[i * count:(i + 1) * count],
-                                          recons[i * count:(i + 1) * count])]
-    images.save_grid(os.path.join(folder, f"reconstructions_epoch{epoch:03d}.png"),
-                     np.concatenate(rows), columns=count)
-    images.save_grid(os.path.join(folder, f"samples_epoch{epoch:03d}.png"), samples, columns=8)
-
-
-def _resume(checkpointer: checkpointing.Checkpointer, state: TrainState,
-            config: ml_collections.ConfigDict, metrics_path: str) -> tuple[TrainState, int | None]:
-    """The state of the newest intact checkpoint (or `state` when there is none) and its step;
-    drops the metrics lines of epochs after that checkpoint."""
-    restored = checkpointer.restore_latest(to_checkpoint(state), config)
-    last_saved = None
-    if restored is not None:
-        last_saved, tree = restored
-        state = from_checkpoint(tree, config.prng_impl)
-    if distributed.is_main_process():
-        truncate_metrics(metrics_path, last_saved or 0)
-    return state, last_saved
-
-
-def _train_epoch(train_steps: Callable, state: TrainState,
-                 chunks: Iterator[tuple[jax.Array, jax.Array]], epoch: int,
-                 last_saved: int | None, bar):
-    """Runs the epoch's `chunks` of (images, indices (steps, batch_size) into them) in one call
-    each (`vae_jax.app.input_pipeline`), checking each call for non-finite steps; returns the new
-    state and the epoch's mean train metrics."""
-    chunk_metrics = []
-    for chunk_images, chunk_indices in chunks:
-        state, metrics, divergence = train_steps(state, chunk_images, chunk_indices)
-        _check_finite(divergence, epoch, last_saved)
-        chunk_metrics.append(metrics)
-        if bar is not None:
-            bar.update(chunk_indices.shape[0])
-    if bar is not None:
-        bar.close()
-    return state, distributed.to_host(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)),
-                                                   *chunk_metrics))
-
-
 def load_training_data(config: ml_collections.ConfigDict) -> tuple[data.ImageDataset, int]:
     """The dataset `config` names and its steps per epoch (the last incomplete batch dropped);
     raises `ConfigError` when one batch is larger than the training split."""
@@ -386,134 +282,346 @@ def load_training_data(config: ml_collections.ConfigDict) -> tuple[data.ImageDat
     return dataset, num_train // config.batch_size
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains the VAE that `config` describes, resuming from the newest intact checkpoint in
-    `workdir` (damaged newer ones are moved aside with a warning: `Checkpointer.restore_latest`).
+# --- What one program trains -------------------------------------------------------------------
 
-    Every epoch: trains, stopping with `TrainingDivergedError` when a step's loss or gradient is not
-    finite; evaluates the single-sample test ELBO; appends a line to ``workdir/metrics.jsonl``;
-    writes picture grids; and, every `save_every_epochs` epochs and after the last one, saves an
-    Orbax checkpoint. A resumed run drops the metrics lines of epochs after its checkpoint and
-    redoes those epochs, so a run killed at any moment and started again ends with the files and
-    the bit-identical params of an uninterrupted run. Returns the last metrics line (or the last
-    checkpoint's step alone when there was nothing left to train).
+class Models(NamedTuple):
+    """The models one call of `fit` trains: one run, or the N members of a sweep.
 
-    The run holds `workdir`'s writer lock throughout and checks before any training that it can
-    write every folder and file it will (`vae_jax.app.run_folder`). Raises `WorkdirError` when another
-    process writes `workdir`, when something in it cannot be written, or when a write fails
-    mid-run (`CheckpointError` for a failed save): one line saying which checkpoint is kept.
+    Attributes:
+      config: the config every model shares (a sweep's base config: the fields in `hparams` and
+        the seed may differ per model).
+      members: each model's own config (one for a run): its initial state, keys and KL weight.
+      hparams: {field: float32 (N,)} of the `builders.HYPERPARAMETERS` that differ between the
+        models, passed to the step as arguments; {} for a run.
+      stacked: False for one model without a model axis (a run), True for N stacked models.
+      labels: each model in words ("" for a run), for the log and error messages.
+      folders: where each model's picture grids go (``folder/images/``).
+      saved_config: the config that checkpoints store and a resume must match.
+      writes: JSON files written once the run is set up, {path: text} (config.json, sweep.json).
     """
-    configs.validate(config)
-    with run_folder.lock(workdir, distributed.is_main_process()):
-        return _train_and_evaluate(config, workdir)
+
+    config: ml_collections.ConfigDict
+    members: tuple[ml_collections.ConfigDict, ...]
+    hparams: dict[str, np.ndarray]
+    stacked: bool
+    labels: tuple[str, ...]
+    folders: tuple[str, ...]
+    saved_config: ml_collections.ConfigDict
+    writes: dict[str, str]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def shared_order(self) -> bool:
+        """Whether every model draws the same data order (one seed): indices gathered once."""
+        return len({c.seed for c in self.members}) == 1
+
+    def keys(self) -> list[RunKeys]:
+        return [builders.run_keys(c) for c in self.members]
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def one_run(config: ml_collections.ConfigDict, workdir: str) -> Models:
+    """The `Models` of a single run of `config` in `workdir`."""
+    return Models(config, (config,), {}, False, ("",), (workdir,), config,
+                  {run_folder.CONFIG_FILE: config.to_json(indent=2)})
+
+
+class _Layout(NamedTuple):
+    """How the arrays of one program are laid out over the devices."""
+
+    mesh: jax.sharding.Mesh
+    state: jax.sharding.Sharding  # params, optimizer state, step, key
+    indices: jax.sharding.Sharding  # one chunk of batch indices
+    replicated: jax.sharding.Sharding  # images, test set, metrics
+
+
+def _layout(models: Models) -> _Layout:
+    """One run: data-parallel, the batch split over the devices (`distributed.make_mesh`); N
+    models: the model axis split over the devices (`distributed.make_model_mesh`)."""
+    P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+    named = jax.sharding.NamedSharding
+    if not models.stacked:
+        mesh = distributed.make_mesh(models.config.num_devices)
+        if models.config.batch_size % mesh.size:
+            raise ConfigError(f"config.batch_size={models.config.batch_size} must divide evenly "
+                              f"over the {mesh.size} devices of the data-parallel mesh (or set "
+                              "--config.num_devices)")
+        replicated, batch_sharded = distributed.data_parallel_shardings(mesh)
+        return _Layout(mesh, replicated, batch_sharded, replicated)
+    mesh = distributed.make_model_mesh(models.size, models.config.num_devices)
+    axis = mesh.axis_names[0]
+    indices = named(mesh, P()) if models.shared_order else named(mesh, P(None, axis))
+    return _Layout(mesh, named(mesh, P(axis)), indices, named(mesh, P()))
+
+
+def _check_finite(models: Models, divergence: Divergence, epoch: int,
+                  last_saved: int | None) -> None:
+    """Raises `TrainingDivergedError` when `divergence` (from `train_steps`) names a step."""
+    steps, bad = distributed.to_host(divergence)
+    steps, bad = np.atleast_1d(steps), np.reshape(bad, (-1, len(CHECKED_TERMS)))
+    diverged = [i for i in range(len(steps)) if steps[i]]
+    if not diverged:
+        return
+    first = min(int(steps[i]) for i in diverged)
+    terms = tuple(name for k, name in enumerate(CHECKED_TERMS) if any(bad[i][k] for i in diverged))
+    kept = run_folder.kept(last_saved)
+    if not models.stacked:
+        raise TrainingDivergedError(
+            f"training diverged at step {first} (epoch {epoch}): non-finite {', '.join(terms)} "
+            f"(NaN or Inf); stopped without saving, {kept}; lower --config.learning_rate, or run "
+            "with --config.debug_nans=True to find the operation", step=first, epoch=epoch,
+            terms=terms)
+    who = "; ".join(f"member {i} ({models.labels[i]}) at step {int(steps[i])}" for i in diverged)
+    raise TrainingDivergedError(
+        f"sweep training diverged in epoch {epoch}: {who}: non-finite {', '.join(terms)} (NaN or "
+        f"Inf); stopped without saving, {kept}; drop those values from the sweep or lower the "
+        "learning rate", step=first, epoch=epoch, terms=terms)
+
+
+def _format_terms(terms: dict[str, float]) -> str:
+    return (f"neg_elbo {terms['neg_elbo']:7.2f} (rec {terms['reconstruction_loss']:6.2f}, "
+            f"kl {terms['kl']:5.2f})")
+
+
+def pictures(vae: model_lib.VAE, params, test_x: jax.Array, key: jax.Array,
+             count: int = PICTURE_COUNT) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(inputs, reconstructions, samples) of the epoch's picture grids: the first 4·`count` test
+    images, the decoder means at their posterior means, and the decoder means of 64 draws
+    z ~ N(0, I) from `key`."""
+    inputs = test_x[: count * 4]
+    mean, _ = vae.encode(params, inputs)
+    recons = vae.observation_mean(vae.decode(params, mean))
+    z = jax.random.normal(key, (64, vae.latent_dim))
+    return inputs, recons, vae.observation_mean(vae.decode(params, z))
+
+
+def _make_evaluate(models: Models, input_shape: tuple[int, ...],
+                   replicated: jax.sharding.Sharding) -> Callable:
+    """Returns jitted ``evaluate(params, hparams, test_data, eval_keys) -> (test metrics,
+    pictures)``: `evaluation.elbo_means` and `pictures` of each model on its test set.
+
+    One model: `test_data` is its test set, prepared once (`evaluation.test_set`). N models:
+    `test_data` is the uint8 test images, and each model's test set is prepared with its own eval
+    key inside a `lax.map` over the models, one after another, so memory does not grow with N.
+    """
+    config = models.config
+
+    def one(params, hparams, test_x, eval_key):
+        vae = builders.model(config, input_shape, hparams)
+        return (evaluation.elbo_means(vae, params, test_x, eval_key),
+                pictures(vae, params, test_x, jax.random.fold_in(eval_key, 2)))
+
+    if not models.stacked:
+        return jax.jit(one, out_shardings=replicated)
+
+    def each(params, hparams, test_images, eval_keys):
+        return jax.lax.map(lambda m: one(m[0], m[1], evaluation.test_set(
+            test_images, config.binarize, m[2]), m[2]), (params, hparams, eval_keys))
+
+    return jax.jit(each, out_shardings=replicated)
+
+
+def fit(models: Models, workdir: str,
+        dataset: tuple[data.ImageDataset, int] | None = None,
+        after_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Trains `models` in `workdir` (whose writer lock the caller holds), resuming from the newest
+    intact checkpoint there (damaged newer ones are moved aside with a warning).
+
+    Every epoch: trains, stopping with `TrainingDivergedError` when a step's loss or gradient is
+    not finite; evaluates the single-sample test ELBO (`evaluation.elbo_means`); appends a line
+    to ``metrics.jsonl`` (per-model lists for stacked models); writes picture grids into each
+    model's folder; calls `after_epoch(record)`; and, every `save_every_epochs` epochs and after
+    the last one, saves an Orbax checkpoint. `dataset` is `load_training_data(models.config)`
+    when the caller has loaded it already. A resumed run drops the metrics lines of epochs after
+    its checkpoint and redoes those epochs, so a run killed at any moment and started again ends
+    with the files and the bit-identical params of an uninterrupted run. Returns the last metrics
+    line (or the last checkpoint's step and epoch alone when there was nothing left to train).
+    """
     run_folder.check_writable(workdir)
-    dataset, steps_per_epoch = load_training_data(config)
-    num_train = len(dataset.train_images)
-
-    mesh = distributed.make_mesh(config.num_devices)
-    if config.batch_size % mesh.size:
-        raise ConfigError(f"config.batch_size={config.batch_size} must divide evenly over the "
-                          f"{mesh.size} devices of the data-parallel mesh (or set "
-                          "--config.num_devices)")
-    replicated, batch_sharded = distributed.data_parallel_shardings(mesh)
+    config = models.config
+    dataset, steps_per_epoch = dataset or load_training_data(config)
+    num_train, image_shape = len(dataset.train_images), dataset.image_shape
+    layout = _layout(models)
     main = distributed.is_main_process()
     log = functools.partial(print, flush=True) if main else lambda *args, **kwargs: None
-    vae = model_lib.from_config(config, dataset.image_shape)
-    optimizer = make_optimizer(config, steps_per_epoch)
-    root_key = prng.key(config.seed, config.prng_impl)
-    keys = RunKeys.from_root(root_key)
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                              config.max_to_keep)
-    metrics_path = os.path.join(workdir, METRICS_FILE)
+    keys = models.keys()
+    checkpointer = run_folder.checkpointer(workdir, config.max_to_keep)
     with contextlib.closing(checkpointer):
-        initial_state = distributed.to_global(create_train_state(vae, optimizer, root_key),
-                                              replicated)
-        check_free_space(workdir, to_checkpoint(initial_state), config.max_to_keep)
-        state, last_saved = _resume(checkpointer, initial_state, config, metrics_path)
-        if last_saved is not None:
-            log(f"Resuming from the checkpoint at step {last_saved} (epoch "
-                f"{last_saved // steps_per_epoch}) in {checkpointer.directory}")
+        models_states = [initial_state(c, image_shape, steps_per_epoch) for c in models.members]
+        state = distributed.to_global(
+            stack(models_states) if models.stacked else models_states[0], layout.state)
+        run_folder.check_free_space(workdir, to_checkpoint(state), config.max_to_keep)
+        restored = checkpointer.restore_latest(to_checkpoint(state), models.saved_config)
+        last_saved = None
+        if restored is not None:
+            last_saved, tree = restored
+            state = from_checkpoint(tree, config.prng_impl)
+            log(f"Resuming {'the sweep ' if models.stacked else ''}from the checkpoint at step "
+                f"{last_saved} (epoch {last_saved // steps_per_epoch}) in "
+                f"{checkpointer.directory}")
         if main:
-            with run_folder.write_errors("config.json", "nothing was trained"):
-                write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-        if mesh.size > 1:
-            log(f"Data-parallel over {mesh.size} devices ({mesh.devices.flat[0].platform}"
+            run_folder.truncate_metrics(workdir, last_saved or 0)
+            for name, text in models.writes.items():
+                with run_folder.write_errors(name, "nothing was trained"):
+                    run_folder.write_atomically(os.path.join(workdir, name), text)
+        if layout.mesh.size > 1:
+            what = (f"{models.size // layout.mesh.size} models per device" if models.stacked
+                    else f"{config.batch_size // layout.mesh.size} examples per device and step")
+            log(f"{'Model' if models.stacked else 'Data'}-parallel over {layout.mesh.size} "
+                f"devices ({layout.mesh.devices.flat[0].platform}"
                 f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''}): "
-                f"{config.batch_size // mesh.size} examples per device and step")
-        start_step = int(distributed.to_host(state.step))
+                f"{what}")
+        start_step = int(distributed.to_host(jnp.ravel(state.step)[0]))
         start_epoch = start_step // steps_per_epoch
         if start_epoch >= config.num_epochs:
             log(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
                 "to train further).")
             return {"step": start_step, "epoch": start_epoch}
+        return _epochs(models, workdir, state, last_saved, start_epoch, dataset, steps_per_epoch,
+                       layout, keys, checkpointer, after_epoch, log)
 
-        pipeline = input_pipeline.resolve(config.input_pipeline, dataset.train_images.nbytes,
-                                          mesh.devices.flat)
-        train_images = dataset.train_images
-        if pipeline == "device":
-            train_images = distributed.to_global(train_images, replicated)
+
+def _epochs(models: Models, workdir: str, state: TrainState, last_saved: int | None,
+            start_epoch: int, dataset: data.ImageDataset, steps_per_epoch: int, layout: _Layout,
+            keys: list[RunKeys], checkpointer: checkpointing.Checkpointer,
+            after_epoch: Callable | None, log: Callable) -> dict[str, Any]:
+    config, main = models.config, distributed.is_main_process()
+    num_train, image_shape = len(dataset.train_images), dataset.image_shape
+    pipeline = input_pipeline.resolve(config.input_pipeline, dataset.train_images.nbytes,
+                                      layout.mesh.devices.flat)
+    train_images = dataset.train_images
+    if pipeline == "device":
+        train_images = distributed.to_global(train_images, layout.replicated)
+    else:
+        log(f"Streaming the training set ({dataset.train_images.nbytes / 2**20:,.0f} MiB) "
+            "from host memory, chunks of at most "
+            f"{config.stream_chunk_mib:g} MiB copied ahead of the steps")
+    test_data = distributed.to_global(dataset.test_images, layout.replicated)
+    data.check_unit_interval(data.to_unit_interval(test_data), f"the {config.dataset!r} test set")
+    if not models.stacked:
+        test_data = jax.jit(evaluation.test_set, static_argnums=1)(
+            test_data, config.binarize, keys[0].eval)
+    hparams = distributed.to_global(models.hparams, layout.state)
+    eval_keys = distributed.to_global(
+        stack([k.eval for k in keys]) if models.stacked else keys[0].eval, layout.replicated)
+    kl_weights = [builders.kl_weight(c) for c in models.members]
+    train_steps = make_train_steps(
+        config, image_shape, steps_per_epoch, models=models.stacked,
+        shared_indices=models.shared_order,
+        out_shardings=(layout.state, layout.replicated, layout.replicated))
+    evaluate = _make_evaluate(models, image_shape, layout.replicated)
+    show_progress = config.progress_bar and sys.stderr.isatty()
+    step_bytes = config.batch_size * dataset.train_images[0].nbytes
+    chunks = input_pipeline.num_chunks(
+        steps_per_epoch, step_bytes * (1 if models.shared_order else models.size),
+        config.stream_chunk_mib * 2**20 if pipeline == "stream" else None,
+        at_least=20 if show_progress else 1)
+
+    record: dict[str, Any] = {}
+    for epoch in range(start_epoch + 1, config.num_epochs + 1):
+        start = time.perf_counter()
+        if models.shared_order:
+            indices = epoch_batch_indices(keys[0].shuffle, epoch, num_train, config.batch_size)
         else:
-            log(f"Streaming the training set ({dataset.train_images.nbytes / 2**20:,.0f} MiB) "
-                "from host memory, chunks of at most "
-                f"{config.stream_chunk_mib:g} MiB copied ahead of the steps")
-        test_x = jax.jit(prepare_batch, static_argnums=2)(
-            jax.random.fold_in(keys.eval, 0), dataset.test_images, config.binarize)
-        data.check_unit_interval(test_x, f"the {config.dataset!r} test set")
-        test_x = distributed.to_global(test_x, replicated)
-        eval_key, picture_key = distributed.to_global(
-            (jax.random.fold_in(keys.eval, 1), jax.random.fold_in(keys.eval, 2)), replicated)
-        kl_weight = objectives.kl_weight_schedule(config.beta, config.kl_warmup_steps)
-        train_steps = make_train_steps(vae, optimizer, kl_weight, config.binarize,
-                                       config.free_bits, resolve_train_loop(config),
-                                       config.objective, config.iwae_samples)
-        evaluate = make_evaluate(vae)
-        show_progress = config.progress_bar and sys.stderr.isatty()
-        step_bytes = config.batch_size * dataset.train_images[0].nbytes
-        chunks = input_pipeline.num_chunks(
-            steps_per_epoch, step_bytes,
-            config.stream_chunk_mib * 2**20 if pipeline == "stream" else None,
-            at_least=20 if show_progress else 1)
+            indices = member_batch_indices(stack([k.shuffle for k in keys]), epoch, num_train,
+                                           config.batch_size)
+        indices = np.asarray(indices)
+        indices = indices.reshape(chunks, steps_per_epoch // chunks, *indices.shape[1:])
+        batches = input_pipeline.epoch_chunks(pipeline, train_images, indices,
+                                              layout.replicated, layout.indices)
+        bar = (_progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress
+               else None)
+        # debug_nans: jit off too, so that JAX names the operation, not the whole `lax.scan`.
+        with jax.debug_nans(config.debug_nans), jax.disable_jit(config.debug_nans):
+            state, train = _train_epoch(models, train_steps, state, hparams, batches, epoch,
+                                        last_saved, bar)
+        test, grids = distributed.to_host(evaluate(state.params, hparams, test_data, eval_keys))
+        seconds = time.perf_counter() - start
+        step = int(distributed.to_host(jnp.ravel(state.step)[0]))
 
-        record: dict[str, float] = {}
-        for epoch in range(start_epoch + 1, config.num_epochs + 1):
-            start = time.perf_counter()
-            indices = np.asarray(epoch_batch_indices(keys.shuffle, epoch, num_train,
-                                                     config.batch_size))
-            indices = indices.reshape(chunks, steps_per_epoch // chunks, config.batch_size)
-            batches = input_pipeline.epoch_chunks(pipeline, train_images, indices, replicated,
-                                                  batch_sharded)
-            bar = (_progress_bar(steps_per_epoch, epoch, config.num_epochs) if show_progress
-                   else None)
-            # debug_nans: jit off too, so that JAX names the operation, not the whole `lax.scan`.
-            with jax.debug_nans(config.debug_nans), jax.disable_jit(config.debug_nans):
-                state, train = _train_epoch(train_steps, state, batches, epoch, last_saved,
-                                            bar)
-            test = distributed.to_host(evaluate(state.params, test_x, eval_key))
-            seconds = time.perf_counter() - start
-            step = int(distributed.to_host(state.step))
+        # The checkpoint comes last: a run killed before it redoes this epoch, and drops the
+        # metrics line written here (`fit`).
+        record = {"step": step, "epoch": epoch, **_values("train_", train),
+                  **_values("test_", test),
+                  "kl_weight": _per_model(models, [float(w(step - 1)) for w in kl_weights]),
+                  "epoch_time_s": round(seconds, 3)}
+        with run_folder.write_errors(f"epoch {epoch}'s metrics and pictures",
+                                     run_folder.kept(last_saved)):
+            if main:
+                run_folder.append_metrics(workdir, record)
+                for i, folder in enumerate(models.folders):
+                    run_folder.save_pictures(folder, epoch, *(
+                        unstack(g, i) if models.stacked else g for g in grids),
+                        columns=PICTURE_COUNT)
+                if after_epoch is not None:
+                    after_epoch(record)
+        if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
+            checkpointer.save(step, to_checkpoint(state), models.saved_config)
+            last_saved = step
+        _log_epoch(models, log, epoch, step, train, test, seconds,
+                   steps_per_epoch * config.batch_size)
+    return record
 
-            # The checkpoint comes last: a run killed before it redoes this epoch, and drops the
-            # metrics line written here (`_resume`).
-            record = {"step": step, "epoch": epoch,
-                      **{f"train_{k}": float(v) for k, v in train.items()},
-                      **{f"test_{k}": float(v) for k, v in test.items()},
-                      "kl_weight": float(kl_weight(step - 1)), "epoch_time_s": round(seconds, 3)}
-            kept = run_folder.kept(last_saved)
-            with run_folder.write_errors(f"epoch {epoch}'s metrics and pictures", kept):
-                if main:
-                    with open(metrics_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
-                write_pictures(workdir, epoch, vae, state.params, test_x, picture_key)
-            if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
-                checkpointer.save(step, to_checkpoint(state), config)
-                last_saved = step
-            log(f"epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  "
-                f"train {_format_terms(train)}  test {_format_terms(test)}  "
-                f"{seconds:6.2f} s ({steps_per_epoch * config.batch_size / seconds:,.0f} ex/s)")
-        return record
+
+def _values(prefix: str, metrics: dict[str, np.ndarray]) -> dict[str, Any]:
+    """{prefix + name: a float (one model) or a list of floats (one per model)}."""
+    return {prefix + k: np.asarray(v).tolist() for k, v in metrics.items()}
+
+
+def _per_model(models: Models, values: list[float]) -> float | list[float]:
+    return values if models.stacked else values[0]
+
+
+def _log_epoch(models: Models, log: Callable, epoch: int, step: int, train, test,
+               seconds: float, examples: int) -> None:
+    num_epochs = models.config.num_epochs
+    if not models.stacked:
+        log(f"epoch {epoch:3d}/{num_epochs}  step {step:6d}  train {_format_terms(train)}  "
+            f"test {_format_terms(test)}  {seconds:6.2f} s ({examples / seconds:,.0f} ex/s)")
+        return
+    log(f"epoch {epoch:3d}/{num_epochs}  step {step:6d}  {models.size} models  {seconds:6.2f} s "
+        f"({models.size * examples / seconds:,.0f} model-examples/s)")
+    for i in range(models.size):
+        member_train = {k: float(v[i]) for k, v in train.items()}
+        member_test = {k: float(v[i]) for k, v in test.items()}
+        log(f"    {f'[{i}] {models.labels[i]}':<36s} train {_format_terms(member_train)}  "
+            f"test {_format_terms(member_test)}")
+
+
+def _train_epoch(models: Models, train_steps: Callable, state: TrainState, hparams,
+                 chunks: Iterator[tuple[jax.Array, jax.Array]], epoch: int,
+                 last_saved: int | None, bar):
+    """Runs the epoch's `chunks` of (images, indices into them) in one call each
+    (`vae_jax.app.input_pipeline`), checking each call for non-finite steps; returns the new
+    state and the epoch's mean train metrics (per model)."""
+    chunk_metrics = []
+    for chunk_images, chunk_indices in chunks:
+        state, metrics, divergence = train_steps(state, hparams, chunk_images, chunk_indices)
+        _check_finite(models, divergence, epoch, last_saved)
+        chunk_metrics.append(metrics)
+        if bar is not None:
+            bar.update(chunk_indices.shape[0])
+    if bar is not None:
+        bar.close()
+    return state, distributed.to_host(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m), axis=0),
+                                                   *chunk_metrics))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains the VAE that `config` describes in `workdir` (`fit` of `one_run`), resuming from
+    the newest intact checkpoint there. Returns the last metrics line.
+
+    The run holds `workdir`'s writer lock throughout and checks before any training that it can
+    write every folder and file it will (`vae_jax.app.run_folder`). Raises `ConfigError` for an
+    invalid config, `WorkdirError` when another process writes `workdir`, when something in it
+    cannot be written, or when a write fails mid-run (`CheckpointError` for a failed save): one
+    line saying which checkpoint is kept; `TrainingDivergedError` for a non-finite step.
+    """
+    configs.validate(config)
+    with run_folder.lock(workdir, distributed.is_main_process()):
+        return fit(one_run(config, workdir), workdir)
 
 
 def _progress_bar(total: int, epoch: int, num_epochs: int):

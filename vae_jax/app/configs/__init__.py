@@ -12,20 +12,17 @@ import os
 
 import ml_collections
 
+from vae_jax.app.builders import (ARCHITECTURES, COMPUTE_DTYPES, LR_SCHEDULES, MODELS,
+                                  OBJECTIVES, TRAIN_LOOPS)
 from vae_jax.errors import ConfigError
+from vae_jax.likelihoods import GAUSSIAN_SCALES, LIKELIHOODS
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
 
-MODELS = ("vae", "ae")
-ARCHITECTURES = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "mse", "rmse")
-GAUSSIAN_SCALES = ("fixed", "scalar", "per_pixel")
+# The values of the choice fields are defined where they are implemented: the likelihoods in the
+# core, the rest in `vae_jax.app.builders`, which dispatches on them.
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
-OBJECTIVES = ("elbo", "iwae")
-LR_SCHEDULES = ("constant", "cosine")
-TRAIN_LOOPS = ("auto", "scan", "step")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 INPUT_PIPELINES = ("auto", "device", "stream")
 
 # Fields that may differ between the run that wrote a checkpoint and the run that resumes it: they
