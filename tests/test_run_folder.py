@@ -274,7 +274,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(reference, run_copy):
 def test_train_py_on_a_folder_another_process_writes_is_one_line(tmp_path):
     workdir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom vae_jax import run_folder\n"
+        [sys.executable, "-c", "import sys, time\nfrom vae_jax.app import run_folder\n"
          f"with run_folder.lock({str(workdir)!r}):\n    print('locked', flush=True)\n"
          "    sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(tmp_path))
