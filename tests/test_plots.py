@@ -118,6 +118,8 @@ def test_training_curves_from_metrics_jsonl_with_a_cut_line(tmp_path):
         plots.save_training_curves(str(tmp_path / "none.png"), [])
     with pytest.raises(ValueError, match="neither a run folder nor its metrics.jsonl"):
         plots.save_training_curves(str(tmp_path / "x.png"), str(tmp_path / "curves.png"))
+    with pytest.warns(DeprecationWarning, match="run_folder.read_metrics"):
+        assert plots.read_metrics(str(path)) == records  # the old name, for one release
 
 
 def test_rate_distortion_takes_a_sweep_of_points(tmp_path):

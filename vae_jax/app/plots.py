@@ -312,6 +312,16 @@ def save_training_curves(path: str, metrics: Any, title: Optional[str] = None) -
     return _save(figure, path)
 
 
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """Deprecated (vae_jax 0.2, goes in 0.3): the records of a metrics.jsonl, read by
+    `vae_jax.app.run_folder.read_metrics` of its run folder; warns `DeprecationWarning`."""
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    warnings.warn("vae_jax.app.plots.read_metrics(path) is deprecated; call "
+                  "vae_jax.app.run_folder.read_metrics(workdir)", DeprecationWarning, stacklevel=2)
+    return _records(path)
+
+
 def _records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The metrics records of a run folder, or of the ``metrics.jsonl`` file `path` names."""
     from vae_jax.app import run_folder  # pylint: disable=import-outside-toplevel
