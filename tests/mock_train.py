@@ -1,7 +1,8 @@
 """The small test model trained on mocked MNIST, in-process or as its own process.
 
-``python tests/mock_train.py WORKDIR NUM_EPOCHS DATA_DIR`` is `train` as a script, for tests that
-kill training with SIGKILL (scripts/train.py cannot see mocked data). `tfds.testing.mock_data`
+``python tests/mock_train.py WORKDIR NUM_EPOCHS DATA_DIR [SWEEP]`` is `train` as a script (with a
+sweep specification such as ``beta=1,2``, `train_sweep`), for tests that kill training with
+SIGKILL (scripts/train.py cannot see mocked data). `tfds.testing.mock_data`
 draws its examples from a fixed seed, so every process trains on the same data.
 """
 
@@ -15,7 +16,7 @@ import tensorflow_datasets as tfds
 
 import vae_jax
 
-from vae_jax.app import configs, run_folder, training
+from vae_jax.app import configs, run_folder, sweep as sweep_lib, training
 
 NUM_EXAMPLES = 64  # 4 steps per epoch at batch size 16
 
@@ -42,6 +43,13 @@ def train(workdir: str, num_epochs: int, data_dir: str) -> dict[str, float]:
             small_config(num_epochs=num_epochs, data_dir=data_dir), workdir)
 
 
+def train_sweep(workdir: str, num_epochs: int, data_dir: str, spec: str) -> dict:
+    """`sweep.train_sweep` of `spec` on `small_config` on mocked MNIST."""
+    with mocked_mnist():
+        return sweep_lib.train_sweep(small_config(num_epochs=num_epochs, data_dir=data_dir),
+                                     sweep_lib.parse_sweep(spec), workdir)
+
+
 def restore_latest(workdir, config):
     """(step, state tree) of the newest intact checkpoint of a `small_config` run (mocked MNIST)."""
     state = training.initial_state(config, (28, 28, 1), 1)
@@ -61,6 +69,9 @@ def assert_bit_identical(tree_a, tree_b):
 
 if __name__ == "__main__":
     try:
-        train(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+        if len(sys.argv) > 4:
+            train_sweep(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        else:
+            train(sys.argv[1], int(sys.argv[2]), sys.argv[3])
     except vae_jax.VAEJaxError as error:  # as scripts/train.py reports it (vae_jax.app.cli.run)
         sys.exit(f"error: {error}")

@@ -1,6 +1,8 @@
 """The public API of the core: its names, a light import, and the core never importing the app."""
 
 import ast
+import importlib
+import os
 import pathlib
 import subprocess
 import sys
@@ -8,6 +10,7 @@ import sys
 import pytest
 
 import vae_jax
+from conftest import REPO
 
 CORE = pathlib.Path(vae_jax.__file__).parent
 
@@ -58,3 +61,30 @@ def test_no_core_module_imports_the_application(path):
     offending = [name for name in _imported_modules(path)
                  if name == "vae_jax.app" or name.startswith("vae_jax.app.")]
     assert not offending, f"{path.name} imports {offending}"
+
+
+# --- Old paths of the application, kept for one release ---------------------------------------
+
+@pytest.mark.parametrize("old,new,name", [
+    ("vae_jax.training", "vae_jax.app.training", "train_and_evaluate"),
+    ("vae_jax.sweep", "vae_jax.app.sweep", "parse_sweep"),
+    ("vae_jax.runs", "vae_jax.app.runs", "load_run"),
+    ("vae_jax.evaluation", "vae_jax.app.evaluation", "evaluate_workdir"),
+    ("vae_jax.plots", "vae_jax.app.plots", "visualize_run"),
+    ("vae_jax.data", "vae_jax.app.data", "load_image_dataset"),
+])
+def test_old_module_paths_still_work_with_a_deprecation_warning(old, new, name):
+    old_module, new_module = importlib.import_module(old), importlib.import_module(new)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        assert getattr(old_module, name) is getattr(new_module, name)
+    with pytest.raises(AttributeError):
+        getattr(old_module, "no_such_name")
+
+
+def test_an_old_preset_path_reads_the_moved_preset_with_a_warning(capsys):
+    from vae_jax.app import cli  # pylint: disable=import-outside-toplevel
+
+    old = os.path.join(REPO, "vae_jax", "configs", "mnist_2d.py")
+    config = cli.load_config_file(old)
+    assert config.latent_dim == 2
+    assert "the presets moved to vae_jax/app/configs/" in capsys.readouterr().err

@@ -20,8 +20,8 @@ import pytest
 import vae_jax
 from conftest import REPO
 from mock_train import (NUM_EXAMPLES, assert_bit_identical, mocked_mnist, restore_latest,
-                        small_config, train)
-from vae_jax.app import configs, data, run_folder, training
+                        small_config, train, train_sweep)
+from vae_jax.app import configs, data, run_folder, sweep as sweep_lib, training
 
 MOCK_TRAIN = str(REPO / "tests" / "mock_train.py")
 STEPS_PER_EPOCH = NUM_EXAMPLES // 16
@@ -58,10 +58,10 @@ def metrics_without_times(workdir) -> list[dict]:
 class Training:
     """tests/mock_train.py in its own process; a thread collects its stdout lines."""
 
-    def __init__(self, workdir: str, data_dir: str, env: dict, log):
+    def __init__(self, workdir: str, data_dir: str, env: dict, log, sweep: tuple[str, ...] = ()):
         self.workdir = workdir
         self.process = subprocess.Popen(
-            [sys.executable, MOCK_TRAIN, workdir, str(NUM_EPOCHS), data_dir],
+            [sys.executable, MOCK_TRAIN, workdir, str(NUM_EPOCHS), data_dir, *sweep],
             stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -123,8 +123,23 @@ def fixture_run_copy(reference, tmp_path):
     return workdir
 
 
-def test_sigkill_at_any_moment_then_rerun_gives_bit_identical_params(reference, tmp_path):
-    reference, data_dir = reference
+SWEEP = "beta=1,2;learning_rate=1e-3,3e-3"  # 4 members, one program
+
+
+@pytest.fixture(scope="module", name="sweep_reference")
+def fixture_sweep_reference(reference, tmp_path_factory):
+    """An uninterrupted sweep of SWEEP over NUM_EPOCHS epochs: (workdir, data_dir)."""
+    workdir = str(tmp_path_factory.mktemp("sweep_reference") / "sweep")
+    train_sweep(workdir, NUM_EPOCHS, reference[1], SWEEP)
+    return workdir, reference[1]
+
+
+@pytest.mark.parametrize("what", ["run", "sweep"])
+def test_sigkill_at_any_moment_then_rerun_gives_bit_identical_params(what, request, tmp_path):
+    """The same for one run and for a sweep: the engine is the same code."""
+    reference, data_dir = request.getfixturevalue(
+        "reference" if what == "run" else "sweep_reference")
+    sweep = () if what == "run" else (SWEEP,)
     workdir = str(tmp_path / "killed")
     # The compilation cache only makes the restarts faster; it holds what the first one compiled.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
@@ -134,16 +149,24 @@ def test_sigkill_at_any_moment_then_rerun_gives_bit_identical_params(reference, 
     left = []  # what each kill left: (checkpoints, an unfinished save?, metrics lines)
     with open(tmp_path / "stderr.log", "w", encoding="utf-8") as log:
         for _, condition in KILL_POINTS:
-            Training(workdir, data_dir, env, log).kill_when(condition)
+            Training(workdir, data_dir, env, log, sweep).kill_when(condition)
             left.append((checkpoint_steps(workdir), saving(workdir), len(metrics_lines(workdir))))
-        finished = subprocess.run([sys.executable, MOCK_TRAIN, workdir, str(NUM_EPOCHS), data_dir],
+        finished = subprocess.run([sys.executable, MOCK_TRAIN, workdir, str(NUM_EPOCHS), data_dir,
+                                   *sweep],
                                   stdout=subprocess.PIPE, stderr=log, text=True, env=env,
                                   timeout=240, check=False)
     assert finished.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
 
-    config = small_config(num_epochs=NUM_EPOCHS, data_dir=data_dir)
-    step, state = restore_latest(workdir, config)
-    reference_step, reference_state = restore_latest(reference, config)
+    if what == "run":
+        config = small_config(num_epochs=NUM_EPOCHS, data_dir=data_dir)
+        (step, state), (reference_step, reference_state) = (
+            restore_latest(workdir, config), restore_latest(reference, config))
+    else:
+        killed, straight = sweep_lib.restore_sweep(workdir), sweep_lib.restore_sweep(reference)
+        (step, state), (reference_step, reference_state) = (
+            (killed.step, training.to_checkpoint(killed.state)),
+            (straight.step, training.to_checkpoint(straight.state)))
+        assert killed.sweep.size == 4
     assert step == reference_step == LAST, left
     assert_bit_identical(state, reference_state)
     assert metrics_without_times(workdir) == metrics_without_times(reference), left

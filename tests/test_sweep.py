@@ -188,6 +188,24 @@ def test_sweep_writes_per_member_metrics_plot_pictures_and_a_checkpoint(trained)
     assert record["labels"][2] == "beta=0.5, learning_rate=0.002, seed=2"
 
 
+@pytest.mark.parametrize("overrides", [
+    {"input_pipeline": "stream", "stream_chunk_mib": 0.1},  # 3 × 12.25 KiB a step: 2 steps a chunk
+    {"train_loop": "step"},
+])
+def test_a_sweep_streams_and_steps_as_a_run_does_with_the_same_results(trained, tmp_path,
+                                                                         overrides, capsys):
+    """The sweep is the run's engine: its input pipelines and loops are there, unchanged."""
+    config = small_config(num_epochs=2, data_dir=str(trained["root"] / "tfds"), **overrides)
+    with mocked_mnist():
+        sweep_lib.train_sweep(config, trained["sweep"], str(tmp_path / "sweep"))
+    if "input_pipeline" in overrides:
+        assert "Streaming the training set" in capsys.readouterr().out
+    for line, expected in zip(run_folder.read_metrics(tmp_path / "sweep"),
+                              run_folder.read_metrics(trained["workdir"]), strict=True):
+        del line["epoch_time_s"], expected["epoch_time_s"]
+        assert_trees_close(line, expected)
+
+
 def test_every_member_equals_its_single_run_end_to_end(trained):
     lines = run_folder.read_metrics(trained["workdir"])
     for i, single in enumerate(trained["singles"]):
