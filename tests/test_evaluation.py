@@ -168,7 +168,7 @@ def test_iwae_refuses_a_plain_autoencoder_and_bad_k():
         iwae.iwae_bound(vae, params, x[0], jax.random.key(0), 0)
 
 
-# --- One test set, one ELBO ------------------------------------------------------------------------
+# --- One test set, one ELBO -------------------------------------------------------------------
 
 def test_test_set_scales_and_binarises_with_the_eval_key():
     images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), np.uint8)

@@ -120,6 +120,18 @@ def _quiet_orbax_read_only_notices():
         absl_logger.removeFilter(notice)
 
 
+def _on_this_host(leaf: Any) -> jax.ShapeDtypeStruct:
+    """The abstract array Orbax restores `leaf` (an array or a `jax.ShapeDtypeStruct`) into: with
+    its own sharding, or, for an abstract leaf without one, on this process's default device, so
+    that a checkpoint written across several processes restores in one (Orbax would otherwise
+    look for the writers' device topology)."""
+    abstract = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(abstract, "sharding", None) is not None:
+        return abstract
+    return jax.ShapeDtypeStruct(abstract.shape, abstract.dtype,
+                                sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
 class Checkpointer:
     """Saves and restores training state in ``directory`` with an Orbax CheckpointManager."""
 
@@ -211,7 +223,7 @@ class Checkpointer:
                 f"{self.directory} holds a checkpoint of a different run: {detail}; "
                 "use another --workdir, or the checkpoint's settings to resume it")
         self._check_shapes(step, template)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree.map(_on_this_host, template)
         restored = self._read(step, "its arrays", self._manager.restore, step,
                               args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                       digest=ocp.args.JsonRestore()))
@@ -222,8 +234,9 @@ class Checkpointer:
     def restore_params(self, step: int, params_template: Any) -> Any:
         """The params alone of checkpoint `step` (``state["params"]``), read into the structure,
         shapes and dtypes of `params_template` (arrays or `jax.ShapeDtypeStruct`s, e.g.
-        ``jax.eval_shape(vae.init, key)``), on the default device. Neither the optimizer state
-        nor the config is needed or compared: a reader uses the checkpoint's own config.
+        ``jax.eval_shape(vae.init, key)``; abstract ones land on the default device). Neither the
+        optimizer state nor the config is needed or compared: a reader uses the checkpoint's own
+        config.
 
         The params are checked against their own digest (checkpoints written before vae_jax 0.2
         have none for the params alone: there, only reading errors are caught).
@@ -233,10 +246,7 @@ class Checkpointer:
         from their digest.
         """
         self._check_shapes(step, {"params": params_template})
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract = jax.tree.map(
-            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-            params_template)
+        abstract = jax.tree.map(_on_this_host, params_template)
         digest = self._read(step, "its digest", self._read_digest, step)
         params = self._read(step, "its arrays", self._read_params, step, abstract)
         if "params_sha256" in digest and digest["params_sha256"] != state_digest(params):

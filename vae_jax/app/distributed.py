@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from vae_jax.errors import ConfigError
 
@@ -101,13 +102,13 @@ def to_global(tree: Any, sharding: jax.sharding.Sharding) -> Any:
 
 def to_host(tree: Any) -> Any:
     """NumPy copies of the arrays of `tree`. An array spread over the devices of several processes
-    must be replicated (every process holds all of it); it is read from this process's copy."""
+    is read from this process's copy when it is replicated; one split over the processes (a
+    sweep's model axis) is gathered from all of them, so every process must call this then."""
 
     def get(leaf):
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             if not leaf.sharding.is_fully_replicated:
-                raise ValueError(f"cannot read an array of shape {leaf.shape} that is split over "
-                                 "processes; replicate it first")
+                return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
             return np.asarray(leaf.addressable_data(0))
         return np.asarray(leaf)
 

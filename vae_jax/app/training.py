@@ -467,13 +467,14 @@ def fit(models: Models, workdir: str,
                 with run_folder.write_errors(name, "nothing was trained"):
                     run_folder.write_atomically(os.path.join(workdir, name), text)
         if layout.mesh.size > 1:
-            what = (f"{models.size // layout.mesh.size} models per device" if models.stacked
+            per_device = models.size // layout.mesh.size
+            what = (f"{per_device} model{'s' * (per_device > 1)} per device" if models.stacked
                     else f"{config.batch_size // layout.mesh.size} examples per device and step")
             log(f"{'Model' if models.stacked else 'Data'}-parallel over {layout.mesh.size} "
                 f"devices ({layout.mesh.devices.flat[0].platform}"
                 f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''}): "
                 f"{what}")
-        start_step = int(distributed.to_host(jnp.ravel(state.step)[0]))
+        start_step = int(np.ravel(distributed.to_host(state.step))[0])
         start_epoch = start_step // steps_per_epoch
         if start_epoch >= config.num_epochs:
             log(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
@@ -539,7 +540,7 @@ def _epochs(models: Models, workdir: str, state: TrainState, last_saved: int | N
                                         last_saved, bar)
         test, grids = distributed.to_host(evaluate(state.params, hparams, test_data, eval_keys))
         seconds = time.perf_counter() - start
-        step = int(distributed.to_host(jnp.ravel(state.step)[0]))
+        step = int(np.ravel(distributed.to_host(state.step))[0])
 
         # The checkpoint comes last: a run killed before it redoes this epoch, and drops the
         # metrics line written here (`fit`).

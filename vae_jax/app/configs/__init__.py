@@ -1,8 +1,8 @@
 """Configuration: ml_collections presets (one file per preset, each with `get_config()`) and their
 validation.
 
-Presets live beside this file; pass one to a script with ``--config=vae_jax/app/configs/NAME.py`` and
-override any field with ``--config.FIELD=value``. `validate` checks every field before any work
+Presets live beside this file; pass one to a script with
+``--config=vae_jax/app/configs/NAME.py`` and override any field with ``--config.FIELD=value``. `validate` checks every field before any work
 starts and raises a `ConfigError` naming the field.
 """
 
