@@ -43,22 +43,19 @@ What `train_sweep` writes in its workdir DIR:
 """
 
 import contextlib
-import functools
 import itertools
 import json
 import math
 import os
 import shutil
-import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from vae_jax.app import builders, checkpointing, configs, distributed, run_folder, training
+from vae_jax.app import (builders, checkpointing, configs, distributed, run_folder, runs,
+                         training)
 from vae_jax.errors import CheckpointError, ConfigError
 
 # Fields a sweep may vary: the floats the engine takes as arguments, and the seed.
@@ -361,8 +358,6 @@ def restore_sweep(workdir: str, step: int | None = None) -> SweepRun:
     """Restores sweep checkpoint `step` (None: the latest) of `workdir`, with the config and sweep
     saved in it. Raises `CheckpointError` when there is none, when `workdir` holds a single run
     rather than a sweep, or when the checkpoint is damaged."""
-    from vae_jax.app import runs  # pylint: disable=import-outside-toplevel
-
     step = run_folder.resolve_step(workdir, step, trainer="scripts/sweep.py --sweep=...")
     checkpointer = run_folder.checkpointer(workdir, read_only=True)
     with contextlib.closing(checkpointer):

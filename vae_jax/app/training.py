@@ -49,7 +49,6 @@ from vae_jax.app import (builders, checkpointing, configs, data, distributed, ev
 from vae_jax.app.builders import RunKeys  # pylint: disable=unused-import  (re-exported)
 from vae_jax.errors import ConfigError, TrainingDivergedError
 
-REPORTED_TERMS = ("neg_elbo", "reconstruction_loss", "kl")
 CHECKED_TERMS = ("reconstruction", "KL", "gradient")  # the order of `Divergence.terms`
 PICTURE_COUNT = 8  # columns of the reconstruction grid; 4 rows of inputs and 4 of reconstructions
 
