@@ -72,6 +72,7 @@ def test_no_core_module_imports_the_application(path):
     ("vae_jax.evaluation", "vae_jax.app.evaluation", "evaluate_workdir"),
     ("vae_jax.plots", "vae_jax.app.plots", "visualize_run"),
     ("vae_jax.data", "vae_jax.app.data", "load_image_dataset"),
+    ("vae_jax.configs", "vae_jax.app.configs", "validate"),
 ])
 def test_old_module_paths_still_work_with_a_deprecation_warning(old, new, name):
     old_module, new_module = importlib.import_module(old), importlib.import_module(new)
@@ -88,3 +89,20 @@ def test_an_old_preset_path_reads_the_moved_preset_with_a_warning(capsys):
     config = cli.load_config_file(old)
     assert config.latent_dim == 2
     assert "the presets moved to vae_jax/app/configs/" in capsys.readouterr().err
+
+
+def test_a_preset_written_before_the_move_still_loads(tmp_path):
+    from vae_jax.app import cli  # pylint: disable=import-outside-toplevel
+
+    preset = tmp_path / "my_preset.py"
+    preset.write_text("from vae_jax.configs import default\n\n\ndef get_config():\n"
+                      "    config = default.get_config()\n    config.latent_dim = 3\n"
+                      "    return config\n")
+    with pytest.warns(DeprecationWarning, match="vae_jax.configs moved to vae_jax.app.configs"):
+        assert cli.load_config_file(str(preset)).latent_dim == 3
+
+
+def test_a_likelihood_that_is_not_one_is_a_clear_error():
+    for wrong in ("gaussian", vae_jax.bernoulli):
+        with pytest.raises(vae_jax.ConfigError, match="likelihood must be a vae_jax.Likelihood"):
+            vae_jax.mlp_vae((28, 28, 1), 2, (8,), likelihood=wrong)

@@ -92,6 +92,16 @@ def test_the_command_line_reports_bad_specs_in_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("overrides,specs,message", [
+    ({}, ["alpha=1,2"], r"alpha has no effect with likelihood='bernoulli' \(only mse, rmse"),
+    ({"likelihood": "mse"}, ["gaussian_sigma=1,2"], "gaussian_sigma has no effect with likel"),
+    ({}, ["beta=1,1"], r"members 0 and 1 are the same model \(beta=1\)"),
+])
+def test_sweeps_that_would_train_the_same_model_twice_are_refused(overrides, specs, message):
+    with pytest.raises(vae_jax.ConfigError, match=message):
+        sweep_lib.member_configs(small_config(**overrides), sweep_lib.parse_sweep(specs))
+
+
 # --- Each member is its single run ------------------------------------------------------------
 
 def sweep_state(members):

@@ -188,3 +188,13 @@ def test_checkpoint_without_fields_added_later_resumes_as_their_defaults():
     assert vae_jax.app.checkpointing.incompatible_fields(saved, current) == []
     changed = {**current, "lr_schedule": "cosine"}
     assert vae_jax.app.checkpointing.incompatible_fields(saved, changed) == ["lr_schedule"]
+
+
+def test_a_run_in_a_sweep_folder_is_refused_in_one_line(mock_mnist, tmp_path):
+    from vae_jax.app import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+
+    config = small_config(data_dir=str(tmp_path / "tfds"))
+    sweep_lib.train_sweep(config, sweep_lib.parse_sweep("beta=1,2"), str(tmp_path / "sweep"))
+    with pytest.raises(vae_jax.CheckpointError, match="holds a sweep of scripts/sweep.py, not one "
+                                                       "run: resume it with scripts/sweep.py"):
+        training.train_and_evaluate(config, str(tmp_path / "sweep"))

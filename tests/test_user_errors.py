@@ -85,7 +85,7 @@ def fixture_config_files(tmp_path_factory):
             (folder / name).mkdir()
         elif text is not None:
             (folder / name).write_text(text)
-    shutil.copy(REPO / "vae_jax" / "configs" / "default.py", folder / "default.py")
+    shutil.copy(REPO / "vae_jax" / "app" / "configs" / "default.py", folder / "default.py")
     return folder
 
 
@@ -233,7 +233,7 @@ def test_the_issue_example_another_datasets_files_is_one_line(tmp_path):
 
 def test_tensorflow_loads_quietly_whatever_jax_set_before():
     # JAX sets TF_CPP_MIN_LOG_LEVEL=1 on import; TensorFlow's oneDNN notice ignores that level.
-    code = ("import os, jax\nfrom vae_jax import data\ndata._import_tfds()\n"
+    code = ("import os, jax\nfrom vae_jax.app import data\ndata._import_tfds()\n"
             "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['TF_ENABLE_ONEDNN_OPTS'])")
     base = {k: v for k, v in os.environ.items()
             if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}

@@ -50,7 +50,7 @@ from vae_jax.likelihoods import Likelihood, bernoulli, gaussian, squared_error
 from vae_jax.model import VAE, conv_vae, make_vae, mlp_vae
 from vae_jax.objectives import ELBOTerms, batch_elbo, elbo, kl_weight_schedule, loss
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     # Models.

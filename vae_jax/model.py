@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import likelihoods, networks
-from vae_jax.errors import DataError, ShapeError
+from vae_jax.errors import ConfigError, DataError, ShapeError
 
 Params = Any  # a pytree of arrays: {"encoder": ..., "decoder": ...}
 
@@ -168,8 +168,12 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
     `encoder(x)` must return (mean, log_variance) — (code, None) when not `stochastic` — and
     `decoder(z)` the parameters of p(x|z) with shape (*batch, *input_shape). Params are
     ``{"encoder": ..., "decoder": ...}``, plus ``"likelihood"`` when it has its own (a learned σ).
+    Raises `ConfigError` when `likelihood` is not a `Likelihood` (a name, or a builder not called).
     """
-    likelihood = likelihood or likelihoods.bernoulli()
+    likelihood = likelihoods.bernoulli() if likelihood is None else likelihood
+    if not isinstance(likelihood, likelihoods.Likelihood):
+        raise ConfigError(f"likelihood must be a vae_jax.Likelihood (e.g. vae_jax.bernoulli() or "
+                          f"vae_jax.gaussian()), got {likelihood!r}")
 
     def init(key: jax.Array) -> Params:
         encoder_key, decoder_key = jax.random.split(key)

@@ -218,9 +218,24 @@ def member_config(config: ml_collections.ConfigDict, sweep: Sweep,
         raise ConfigError(f"sweep member {index} ({sweep.label(index)}): {error}") from None
 
 
+# Swept fields that only some likelihoods read: sweeping them with another one trains N copies.
+_READ_ONLY_BY = {"alpha": ("mse", "rmse"), "gaussian_sigma": ("gaussian",)}
+
+
 def member_configs(config: ml_collections.ConfigDict, sweep: Sweep) -> list:
-    """`member_config` of every member, after validating `config` itself."""
+    """`member_config` of every member, after validating `config` itself. Raises `ConfigError`
+    for a swept field that `config`'s likelihood does not read (α without mse/rmse, σ without
+    gaussian) and for two members that would be the same model."""
     configs.validate(config)
+    for field, likelihoods in _READ_ONLY_BY.items():
+        if field in sweep.fields and config.likelihood not in likelihoods:
+            raise ConfigError(f"--sweep: {field} has no effect with likelihood="
+                              f"{config.likelihood!r} (only {', '.join(likelihoods)} read it); "
+                              "every member would be the same model")
+    for i, row in enumerate(sweep.values):
+        if row in sweep.values[:i]:
+            raise ConfigError(f"--sweep: members {sweep.values.index(row)} and {i} are the same "
+                              f"model ({sweep.label(i)}); give each value once")
     return [member_config(config, sweep, i) for i in range(sweep.size)]
 
 

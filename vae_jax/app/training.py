@@ -47,7 +47,7 @@ from vae_jax import iwae, model as model_lib, objectives
 from vae_jax.app import (builders, checkpointing, configs, data, distributed, evaluation,
                          input_pipeline, prng, run_folder)
 from vae_jax.app.builders import RunKeys  # pylint: disable=unused-import  (re-exported)
-from vae_jax.errors import ConfigError, TrainingDivergedError
+from vae_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKED_TERMS = ("reconstruction", "KL", "gradient")  # the order of `Divergence.terms`
 PICTURE_COUNT = 8  # columns of the reconstruction grid; 4 rows of inputs and 4 of reconstructions
@@ -621,7 +621,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     configs.validate(config)
     with run_folder.lock(workdir, distributed.is_main_process()):
+        _check_not_a_sweep(workdir)
         return fit(one_run(config, workdir), workdir)
+
+
+def _check_not_a_sweep(workdir: str) -> None:
+    """Raises `CheckpointError` when the newest checkpoint in `workdir` is a sweep's (an unreadable
+    one is left to `Checkpointer.restore_latest`)."""
+    steps = run_folder.checkpoint_steps(workdir)
+    if not steps:
+        return
+    reader = run_folder.checkpointer(workdir, read_only=True)
+    with contextlib.closing(reader):
+        try:
+            saved = reader.saved_config(steps[-1])
+        except Exception:  # pylint: disable=broad-exception-caught
+            return
+    if "sweep" in saved:
+        raise CheckpointError(
+            f"{workdir} holds a sweep of scripts/sweep.py, not one run: resume it with "
+            f"scripts/sweep.py, or extract its members (scripts/sweep.py --workdir={workdir} "
+            f"--extract=all) and continue one with --workdir={workdir}/members/II")
 
 
 def _progress_bar(total: int, epoch: int, num_epochs: int):
