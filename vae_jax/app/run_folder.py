@@ -378,6 +378,21 @@ def checkpointer(workdir: str, max_to_keep: int | None = None,
                                       read_only=read_only)
 
 
+def newest_saved_config(workdir: str) -> dict[str, Any] | None:
+    """The config saved with the newest checkpoint in `workdir` (read-only), or None when there is
+    no checkpoint or it cannot be read (left to `Checkpointer.restore_latest`, which moves a damaged
+    one aside or reports it)."""
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        return None
+    reader = checkpointer(workdir, read_only=True)
+    with contextlib.closing(reader):
+        try:
+            return reader.saved_config(steps[-1])
+        except Exception:  # pylint: disable=broad-exception-caught
+            return None
+
+
 def checkpoint_steps(workdir: str) -> list[int]:
     """The steps of the checkpoints in ``workdir/checkpoints`` (one folder per step), sorted; []
     when there is no such folder. Reads the folder's names only (nothing is opened)."""

@@ -261,14 +261,9 @@ def _check_same_sweep(workdir: str, saved_config: ml_collections.ConfigDict) -> 
     """Raises `CheckpointError` when the newest checkpoint in `workdir` belongs to a single run or
     to another sweep than `saved_config`'s, naming both sweeps. (An unreadable checkpoint is left
     to `Checkpointer.restore_latest`, which moves it aside or reports it.)"""
-    if not run_folder.checkpoint_steps(workdir):
+    saved = run_folder.newest_saved_config(workdir)
+    if saved is None:
         return
-    checkpointer = run_folder.checkpointer(workdir, read_only=True)
-    with contextlib.closing(checkpointer):
-        try:
-            saved = checkpointer.saved_config(checkpointer.latest_step())
-        except Exception:  # pylint: disable=broad-exception-caught
-            return  # damaged: restore_latest reports it or falls back to an older checkpoint
     if "sweep" not in saved:
         raise CheckpointError(f"{workdir} holds a checkpoint of a single scripts/train.py run, "
                               "not a sweep; use another --workdir")

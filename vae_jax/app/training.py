@@ -628,16 +628,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _check_not_a_sweep(workdir: str) -> None:
     """Raises `CheckpointError` when the newest checkpoint in `workdir` is a sweep's (an unreadable
     one is left to `Checkpointer.restore_latest`)."""
-    steps = run_folder.checkpoint_steps(workdir)
-    if not steps:
-        return
-    reader = run_folder.checkpointer(workdir, read_only=True)
-    with contextlib.closing(reader):
-        try:
-            saved = reader.saved_config(steps[-1])
-        except Exception:  # pylint: disable=broad-exception-caught
-            return
-    if "sweep" in saved:
+    saved = run_folder.newest_saved_config(workdir)
+    if saved is not None and "sweep" in saved:
         raise CheckpointError(
             f"{workdir} holds a sweep of scripts/sweep.py, not one run: resume it with "
             f"scripts/sweep.py, or extract its members (scripts/sweep.py --workdir={workdir} "
