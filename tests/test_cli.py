@@ -1,5 +1,6 @@
-"""scripts/train.py as a user runs it: real MNIST / Fashion-MNIST from ../shared/data, and the
-one-line errors for bad command lines.
+"""scripts/train.py as a user runs it: real MNIST / Fashion-MNIST from ../shared/data, the
+one-line errors for bad command lines, and every script's ``--help`` (with the config fields, from
+the one source that README.md's config table is generated from).
 
 The real-data tests read the original files in ../shared/data (or $VAE_JAX_SHARED_DATA); they
 skip where the files are absent, except under CI, where they fail.
@@ -14,7 +15,8 @@ import sys
 import pytest
 
 from conftest import REPO, real_data_dir
-from vae_jax.app import data
+from vae_jax.app import configs, data
+from vae_jax.errors import ConfigError
 
 TRAIN = str(REPO / "scripts" / "train.py")
 
@@ -87,3 +89,93 @@ def test_non_positive_batch_size_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: config.batch_size must be a positive integer, got 0")
     assert "Traceback" not in result.stderr
+
+
+# --help: the config fields' meanings live once, in configs.FIELD_HELP; README's table and every
+# script's --help are generated from it.
+
+REGENERATE = ("python -c \"from vae_jax.app import configs; "
+              "configs.write_field_table('README.md')\"")
+SCRIPT_FLAGS = {  # each script's own flags, as --help lists them
+    "train": ["--workdir", "--coordinator_address", "--num_processes", "--process_id",
+              "--[no]distributed", "--config"],
+    "sweep": ["--workdir", "--sweep", "--sweep_mode", "--extract", "--config"],
+    "evaluate": ["--workdir", "--step", "--num_samples", "--batch_size", "--chunk_size", "--seed",
+                 "--data_dir", "--manual_dir", "--[no]json"],
+    "visualize": ["--workdir", "--step", "--out", "--seed", "--data_dir", "--manual_dir"],
+    "benchmark": ["--config", "--epochs", "--num_examples", "--image_shape", "--json"],
+}
+
+
+def run_script(name, *args):
+    env = {**os.environ, "COLUMNS": "100", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args],
+                          capture_output=True, text=True, timeout=300, check=False, env=env,
+                          cwd=REPO)
+
+
+def test_every_config_field_has_exactly_one_meaning():
+    fields = set(configs.get_default().keys())
+    assert set(configs.FIELD_HELP) == fields, (
+        f"no meaning in configs.FIELD_HELP: {sorted(fields - set(configs.FIELD_HELP))}; "
+        f"a meaning of no field: {sorted(set(configs.FIELD_HELP) - fields)}")
+    for field, meaning in configs.FIELD_HELP.items():
+        assert meaning.strip() and "|" not in meaning and "\n" not in meaning, field
+    table = configs.field_table().splitlines()
+    assert table[:2] == ["| field | default | meaning |", "| --- | --- | --- |"]
+    assert len(table) == 2 + len(fields)
+    assert "| `latent_dim` | 20 | size of z |" in table
+    assert "| `hidden_dims` | `(400,)` | " in configs.field_table()
+
+
+def test_readme_config_table_is_generated_from_configs():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme.count(configs.TABLE_START) == 1 and readme.count(configs.TABLE_END) == 1
+    between = readme.split(configs.TABLE_START)[1].split(configs.TABLE_END)[0]
+    assert between.strip() == configs.field_table().strip(), (
+        f"README.md's config table differs from configs.field_table(); regenerate it with "
+        f"{REGENERATE}")
+
+
+def test_write_field_table_replaces_only_the_table(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"before\n\n{configs.TABLE_START}\n| old | table |\n{configs.TABLE_END}\n"
+                    "\nafter\n", encoding="utf-8")
+    configs.write_field_table(str(path))
+    assert path.read_text(encoding="utf-8") == (
+        f"before\n\n{configs.TABLE_START}\n\n{configs.field_table()}\n{configs.TABLE_END}\n"
+        "\nafter\n")
+    path.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="config-fields:start"):
+        configs.write_field_table(str(path))
+    assert path.read_text(encoding="utf-8") == "no markers\n"
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_FLAGS))
+def test_help_exits_0_with_the_flags_presets_and_config_fields(script, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_script(script, f"--workdir={workdir}", "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"Usage: python scripts/{script}.py ")
+    listed = {line.split(":")[0].strip() for line in result.stdout.splitlines()
+              if line.startswith("  --")}
+    assert set(SCRIPT_FLAGS[script]) <= listed, set(SCRIPT_FLAGS[script]) - listed
+    if "--config" in SCRIPT_FLAGS[script]:
+        for preset in ("default.py", "beta_vae.py", "mnist_conv.py"):
+            assert f"\n  {preset}: " in result.stdout
+        # Every field with its default and meaning, wrapped as absl wraps flags (COLUMNS=100).
+        assert configs.field_help(100) in result.stdout
+        assert "  --config.latent_dim: size of z\n    (default: 20)\n" in result.stdout
+    else:
+        assert "--config" not in result.stdout
+    assert not workdir.exists()  # --help reads nothing and writes nothing
+
+
+def test_h_and_helpfull_exit_0():
+    short = run_script("train", "-h")
+    assert short.returncode == 0 and "--config.latent_dim: size of z" in short.stdout
+    full = run_script("train", "--helpfull")
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert "absl.logging:" in full.stdout and "--config.latent_dim: size of z" in full.stdout
+    assert "Try --helpfull" in short.stdout and "Try --helpfull" not in full.stdout

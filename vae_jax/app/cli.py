@@ -1,12 +1,16 @@
 """The command-line plumbing the scripts share: `run`, and a ``--config`` preset flag. A bad
 config file, bad ``--config.FIELD=value`` overrides, any other bad flag and a `VAEJaxError` end the
-program with one line ``error: …`` (and the usage, for flags), never a traceback."""
+program with one line ``error: …`` (and the usage, for flags), never a traceback. ``--help`` (or
+``-h``, ``--helpshort``; ``--helpfull`` adds absl's and JAX's flags) prints `help_text` and exits 0.
+"""
 
+import ast
 import difflib
 import glob
 import inspect
 import os
 import sys
+import textwrap
 import traceback
 import types
 from typing import Callable
@@ -32,6 +36,18 @@ _PRESETS_HINT = "a preset such as vae_jax/app/configs/default.py"
 def _presets() -> list[str]:
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(configs.CONFIG_DIR, "*.py"))
                   if not os.path.basename(p).startswith("_"))
+
+
+def _preset_summary(name: str) -> str:
+    """The first paragraph of the docstring of the preset file `name` (read, not run), without a
+    leading ``NAME:``; "" when it has none."""
+    try:
+        with open(os.path.join(configs.CONFIG_DIR, name), encoding="utf-8") as file:
+            doc = ast.get_docstring(ast.parse(file.read())) or ""
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    summary = " ".join(doc.split("\n\n")[0].split())
+    return summary.removeprefix(f"{name[:-3]}: ")
 
 
 def _missing_file_hint(path: str) -> str:
@@ -167,7 +183,9 @@ def define_config_flag(usage: str) -> flags.FlagHolder:
     try:
         holder = config_flags.DEFINE_config_file(
             "config", configs.DEFAULT_CONFIG,
-            "Preset config file (default: vae_jax/app/configs/default.py).", lock_config=True)
+            "Preset config file: one of the presets listed below, or a file of yours whose "
+            "get_config() returns an ml_collections.ConfigDict of the config fields below; set a "
+            "field with --config.FIELD=value.", lock_config=True)
     except _OVERRIDE_ERRORS as error:
         _exit_bad_override(error, usage)
         raise  # unreachable: sys.exit raised
@@ -176,11 +194,63 @@ def define_config_flag(usage: str) -> flags.FlagHolder:
     return holder
 
 
+# Command-line arguments that ask for help (absl also reads a single dash), and whether they ask
+# for every flag of every module (absl's --helpfull) rather than the script's own.
+_HELP_ARGUMENTS = {"--help": False, "-help": False, "-h": False, "-?": False,
+                   "--helpshort": False, "-helpshort": False, "--helpfull": True, "-helpfull": True}
+
+
+def help_text(usage: str, full: bool = False) -> str:
+    """What ``--help`` prints: the `usage` line, the ``__main__`` module's docstring, the script's
+    flags (absl's short help, with the flags this module defined for it: ``--config``,
+    ``--data_dir``, …; with `full`, every module's flags) and, for a script with ``--config``,
+    the preset files with their docstrings' first paragraph and every config field as
+    ``--config.FIELD`` with its default and meaning (`configs.field_help`). Lines are wrapped to
+    absl's help width (the terminal's, else 80 columns)."""
+    width = flags.get_help_width()
+    main_module = sys.argv[0]  # absl's name of the script's module
+    for flag in flags.FLAGS.get_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(main_module, flag)
+    parts = [f"Usage: {usage}"]
+    doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+    if doc:
+        parts.append(doc)
+    flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.main_module_help()
+    if flag_help:
+        parts.append("flags:\n" + flag_help.rstrip())
+    if "config" in flags.FLAGS:
+        presets = ["\n".join(textwrap.wrap(f"{name}: {_preset_summary(name)}".rstrip(": "), width,
+                                            initial_indent="  ", subsequent_indent="    ",
+                                            break_on_hyphens=False)) for name in _presets()]
+        parts.append("presets (--config=vae_jax/app/configs/NAME.py):\n" + "\n".join(presets))
+        parts.append("config fields (--config.FIELD=value), with default.py's defaults:\n"
+                     + configs.field_help(width))
+    if not full:
+        parts.append("Try --helpfull to get a list of all flags.")
+    return "\n\n".join(parts) + "\n"
+
+
+def _print_help_and_exit(usage: str, full: bool) -> None:
+    try:
+        sys.stdout.write(help_text(usage, full))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+
+
 def flags_parser(usage: str) -> Callable:
     """absl's flag parsing for ``app.run(main, flags_parser=...)``, with bad flags and bad
-    ``--config.FIELD`` overrides reported in one line."""
+    ``--config.FIELD`` overrides reported in one line, and ``--help`` / ``-h`` /
+    ``--helpshort`` / ``--helpfull`` (before any ``--``) printing `help_text` and exiting 0
+    before any other flag is checked."""
 
     def parse(argv):
+        for argument in argv[1:]:
+            if argument == "--":
+                break
+            if argument in _HELP_ARGUMENTS:
+                _print_help_and_exit(usage, full=_HELP_ARGUMENTS[argument])
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:
