@@ -23,14 +23,24 @@ def tile(images: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
     return grid
 
 
-def save_grid(path: str, images: np.ndarray, columns: int, scale: int = 2) -> None:
-    """Writes `images` (N, H, W, C) in [0, 1] as a tiled PNG, each pixel `scale`×`scale`,
-    atomically (one rename: a kill leaves the old picture or the new one)."""
+def render_grid(images: np.ndarray, columns: int, scale: int = 2) -> np.ndarray:
+    """The picture `save_grid` writes: `images` (N, H, W, C) in [0, 1] tiled (`tile`), clipped to
+    [0, 1], as uint8 (rows·(H+2)+2, columns·(W+2)+2, C) scaled by the integer `scale` (each pixel
+    `scale`×`scale`)."""
     grid = np.clip(tile(images, columns), 0.0, 1.0)
     grid = (grid * 255.0 + 0.5).astype(np.uint8)
-    grid = grid[..., 0] if grid.shape[-1] == 1 else grid
-    picture = Image.fromarray(grid)
-    if scale != 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return grid.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def write_png(path: str, picture: np.ndarray) -> None:
+    """Writes a uint8 picture (H, W, C) with C = 1 (grey), 3 or 4 as a PNG, atomically (one
+    rename: a kill leaves the old picture or the new one)."""
+    picture = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
     picture.save(path + ".tmp", format="PNG")
     os.replace(path + ".tmp", path)
+
+
+def save_grid(path: str, images: np.ndarray, columns: int, scale: int = 2) -> None:
+    """Writes `images` (N, H, W, C) in [0, 1] as a tiled PNG (`render_grid`), each pixel
+    `scale`×`scale`, atomically (one rename: a kill leaves the old picture or the new one)."""
+    write_png(path, render_grid(images, columns, scale))

@@ -8,6 +8,8 @@ most one writer at a time, and readers that change nothing.
                         `truncate_metrics`)
     config.json         the last run's config (`write_config`)
     images/             the pictures of each epoch (`save_pictures`)
+    tensorboard/        TensorBoard event files of each epoch (`tensorboard_dir`;
+                        `vae_jax.app.summaries`); a sweep's members in tensorboard/II_LABEL/
     sweep.json          a sweep's grid (sweeps only)
     eval.json, plots/   what the readers scripts/evaluate.py and scripts/visualize.py write
     .lock               the writer's lock (`lock`)
@@ -64,9 +66,10 @@ EVAL_FILE = "eval.json"
 SWEEP_FILE = "sweep.json"
 IMAGES_DIR = "images"
 PLOTS_DIR = "plots"
+TENSORBOARD_DIR = "tensorboard"
 LOCK_FILE = ".lock"
 # Folders and files that training writes or replaces.
-WRITTEN_FOLDERS = (CHECKPOINT_DIR, IMAGES_DIR)
+WRITTEN_FOLDERS = (CHECKPOINT_DIR, IMAGES_DIR, TENSORBOARD_DIR)
 WRITTEN_FILES = (METRICS_FILE, CONFIG_FILE, SWEEP_FILE)
 # Filesystems without flock (some network filesystems) answer with these.
 _NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
@@ -180,7 +183,8 @@ def check_writable(workdir: str) -> None:
 
     `workdir` itself (created if missing), the folders of `WRITTEN_FOLDERS` that exist (a file is
     written and removed in each), every folder and file under ``checkpoints/`` (Orbax deletes old
-    checkpoints, and a damaged one is renamed), and the files of `WRITTEN_FILES` that exist; on
+    checkpoints, and a damaged one is renamed), every folder under ``tensorboard/`` (a sweep
+    member's event files go in its own), and the files of `WRITTEN_FILES` that exist; on
     Linux, none of them may be immutable or append-only (``chattr +i`` / ``+a``), which stops
     even root from replacing or deleting them.
 
@@ -206,6 +210,10 @@ def check_writable(workdir: str) -> None:
             _check_replaceable(os.path.join(root, name), is_folder=True)
         for name in files:
             _check_replaceable(os.path.join(root, name), is_folder=False)
+    # Each epoch adds an event file to tensorboard/ or to a sweep member's folder in it.
+    for root, folders, _ in os.walk(os.path.join(workdir, TENSORBOARD_DIR)):
+        for name in folders:
+            _check_replaceable(os.path.join(root, name), is_folder=True)
     for name in WRITTEN_FILES:
         path = os.path.join(workdir, name)
         if os.path.lexists(path):
@@ -290,6 +298,13 @@ def append_metrics(workdir: str, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def member_metrics(record: dict[str, Any], index: int) -> dict[str, Any]:
+    """Model `index`'s values of a sweep's metrics line (lists of one value per member; values
+    that are not lists, such as step, epoch and epoch_time_s, are every member's): the line a
+    single run of the member writes."""
+    return {k: v[index] if isinstance(v, list) else v for k, v in record.items()}
+
+
 def _metrics_line_step(line: str) -> float:
     """The step of a metrics line; +inf for a line cut short by a kill (or without a step)."""
     record = _metrics_record(line)
@@ -312,37 +327,61 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
         write_atomically(path, "".join(kept_lines))
 
 
-def save_pictures(folder: str, epoch: int, inputs: np.ndarray, reconstructions: np.ndarray,
-                  samples: np.ndarray, columns: int = 8) -> None:
-    """Writes the pictures of one epoch of a run into ``folder/images`` (created if missing),
-    each atomically:
+PICTURES = ("reconstructions", "samples")  # the pictures of an epoch, by name
 
-    - ``reconstructions_epochNNN.png``: rows of `columns` `inputs`, each row followed by the row
-      of their `reconstructions` (32 of each and 8 columns: 4 pairs of rows);
-    - ``samples_epochNNN.png``: the `samples`, 8 per row.
+
+def picture_grids(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.ndarray,
+                  columns: int = 8) -> dict[str, np.ndarray]:
+    """The pictures of one epoch as `save_pictures` writes them, by name (`PICTURES`): uint8
+    arrays (height, width, channels), each image pixel drawn 2×2 (`images.render_grid`):
+
+    - ``reconstructions``: rows of `columns` `inputs`, each row followed by the row of their
+      `reconstructions` (32 of each and 8 columns: 4 pairs of rows);
+    - ``samples``: the `samples`, 8 per row.
 
     Args:
-      folder: the run folder (a sweep member's folder for a sweep).
-      epoch: the epoch, 1-based (NNN: three digits or more).
       inputs, reconstructions: host arrays (N, H, W, C) in [0, 1], example n of each together.
       samples: host array (M, H, W, C) in [0, 1], e.g. decoder means of prior draws.
       columns: images per row of the reconstructions picture.
 
     Raises:
       ValueError: `inputs` and `reconstructions` differ in shape, or an array is not (N, H, W, C).
-      OSError: a file that cannot be written.
     """
     inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
     if inputs.shape != reconstructions.shape:
         raise ValueError(f"inputs {inputs.shape} and reconstructions {reconstructions.shape} "
                          "must have one shape")
-    out = os.path.join(folder, IMAGES_DIR)
-    os.makedirs(out, exist_ok=True)
     rows = [row for start in range(0, len(inputs), columns)
             for row in (inputs[start:start + columns], reconstructions[start:start + columns])]
-    images.save_grid(os.path.join(out, f"reconstructions_epoch{epoch:03d}.png"),
-                     np.concatenate(rows), columns=columns)
-    images.save_grid(os.path.join(out, f"samples_epoch{epoch:03d}.png"), samples, columns=8)
+    return {"reconstructions": images.render_grid(np.concatenate(rows), columns=columns),
+            "samples": images.render_grid(samples, columns=8)}
+
+
+def save_pictures(folder: str, epoch: int, inputs: np.ndarray, reconstructions: np.ndarray,
+                  samples: np.ndarray, columns: int = 8) -> dict[str, np.ndarray]:
+    """Writes the pictures of one epoch of a run (`picture_grids`) into ``folder/images``
+    (created if missing), each atomically, as ``NAME_epochNNN.png`` (NNN: the 1-based `epoch`,
+    three digits or more), and returns them by name. `folder` is the run folder (a sweep
+    member's folder for a sweep); the other arguments are those of `picture_grids`.
+
+    Raises:
+      ValueError: as `picture_grids`.
+      OSError: a file that cannot be written.
+    """
+    grids = picture_grids(inputs, reconstructions, samples, columns)
+    out = os.path.join(folder, IMAGES_DIR)
+    os.makedirs(out, exist_ok=True)
+    for name, grid in grids.items():
+        images.write_png(os.path.join(out, f"{name}_epoch{epoch:03d}.png"), grid)
+    return grids
+
+
+def tensorboard_dir(workdir: str, member: str | None = None) -> str:
+    """Where training writes TensorBoard event files: ``workdir/tensorboard`` for a run, and
+    ``workdir/tensorboard/MEMBER`` for the sweep member named `member` (so that ``tensorboard
+    --logdir=workdir`` lists each member as a run of its own)."""
+    folder = os.path.join(workdir, TENSORBOARD_DIR)
+    return folder if member is None else os.path.join(folder, member)
 
 
 # --- Checkpoints ------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ What `train_sweep` writes in its workdir DIR:
   point per member, redrawn every epoch;
 - ``members/II/images/``: member II's reconstruction and sample grids, as ``scripts/train.py``
   draws them;
+- ``tensorboard/II_LABEL/``: member II's TensorBoard event files (`member_logdir`; its own
+  metrics, pictures and config, as ``scripts/train.py`` writes them: `vae_jax.app.summaries`),
+  so that ``tensorboard --logdir=DIR`` shows each member as a run;
 - after `extract_member` (``scripts/sweep.py --extract``): ``members/II/`` becomes a normal run
   folder (``config.json``, ``metrics.jsonl``, ``checkpoints/STEP/``) that ``scripts/evaluate.py``
   and ``scripts/visualize.py`` read and ``scripts/train.py`` resumes with the member's config.
@@ -284,6 +287,13 @@ def member_dir(workdir: str, index: int, size: int) -> str:
     return os.path.join(workdir, MEMBERS_DIR, f"{index:0{max(2, len(str(size - 1)))}d}")
 
 
+def member_logdir(workdir: str, index: int, sweep: Sweep) -> str:
+    """``workdir/tensorboard/II_LABEL``: member `index`'s TensorBoard folder, II as in
+    `member_dir` and LABEL its `Sweep.label` without spaces (``01_beta=2,learning_rate=0.003``)."""
+    name = os.path.basename(member_dir(workdir, index, sweep.size))
+    return run_folder.tensorboard_dir(workdir, f"{name}_{sweep.label(index).replace(' ', '')}")
+
+
 def save_rate_distortion(workdir: str, sweep: Sweep, record: dict[str, Any]) -> str | None:
     """Draws ``workdir/rate_distortion.png`` from a metrics line: test KL (rate) against test
     reconstruction loss (distortion), one point per member labelled with its values. Returns the
@@ -304,8 +314,8 @@ def sweep_models(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
                  image_shape: Sequence[int]) -> training.Models:
     """The `training.Models` of `sweep` on the base `config`: member i's config
     (`member_config`), the swept floats as the step's arguments (`hyperparameters`), its label,
-    its picture folder ``workdir/members/II``, and what the checkpoints store
-    (`checkpoint_config`) and sweep.json says."""
+    its picture folder ``workdir/members/II``, its TensorBoard folder (`member_logdir`), and what
+    the checkpoints store (`checkpoint_config`) and sweep.json says."""
     members = tuple(member_configs(config, sweep))
     labels = tuple(sweep.label(i) for i in range(sweep.size))
     folders = tuple(member_dir(workdir, i, sweep.size) for i in range(sweep.size))
@@ -314,7 +324,8 @@ def sweep_models(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
               "config": checkpointing.config_to_json(config)}
     return training.Models(config, members, hyperparameters(sweep), True, labels, folders,
                            checkpoint_config(config, sweep, image_shape),
-                           {run_folder.SWEEP_FILE: json.dumps(record, indent=2)})
+                           {run_folder.SWEEP_FILE: json.dumps(record, indent=2)},
+                           tuple(member_logdir(workdir, i, sweep) for i in range(sweep.size)))
 
 
 def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -> dict[str, Any]:
@@ -429,7 +440,7 @@ def _write_member(workdir: str, run: SweepRun, index: int, config: ml_collection
         if member.latest_step() != step:
             member.save(step, training.to_checkpoint(training.unstack(run.state, index)), config)
     run_folder.write_config(out_dir, config)
-    lines = [{k: v[index] if isinstance(v, list) else v for k, v in line.items()}
+    lines = [run_folder.member_metrics(line, index)
              for line in run_folder.read_metrics(workdir) if line["step"] <= step]
     run_folder.write_atomically(os.path.join(out_dir, run_folder.METRICS_FILE),
                                 "".join(json.dumps(line) + "\n" for line in lines))

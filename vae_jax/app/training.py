@@ -45,7 +45,7 @@ import optax
 
 from vae_jax import iwae, model as model_lib, objectives
 from vae_jax.app import (builders, checkpointing, configs, data, distributed, evaluation,
-                         input_pipeline, prng, run_folder)
+                         input_pipeline, prng, run_folder, summaries)
 from vae_jax.app.builders import RunKeys  # pylint: disable=unused-import  (re-exported)
 from vae_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
 
@@ -297,6 +297,7 @@ class Models(NamedTuple):
       folders: where each model's picture grids go (``folder/images/``).
       saved_config: the config that checkpoints store and a resume must match.
       writes: JSON files written once the run is set up, {path: text} (config.json, sweep.json).
+      logdirs: where each model's TensorBoard event files go (`vae_jax.app.summaries`).
     """
 
     config: ml_collections.ConfigDict
@@ -307,6 +308,7 @@ class Models(NamedTuple):
     folders: tuple[str, ...]
     saved_config: ml_collections.ConfigDict
     writes: dict[str, str]
+    logdirs: tuple[str, ...]
 
     @property
     def size(self) -> int:
@@ -324,7 +326,8 @@ class Models(NamedTuple):
 def one_run(config: ml_collections.ConfigDict, workdir: str) -> Models:
     """The `Models` of a single run of `config` in `workdir`."""
     return Models(config, (config,), {}, False, ("",), (workdir,), config,
-                  {run_folder.CONFIG_FILE: config.to_json(indent=2)})
+                  {run_folder.CONFIG_FILE: config.to_json(indent=2)},
+                  (run_folder.tensorboard_dir(workdir),))
 
 
 class _Layout(NamedTuple):
@@ -431,11 +434,15 @@ def fit(models: Models, workdir: str,
     Every epoch: trains, stopping with `TrainingDivergedError` when a step's loss or gradient is
     not finite; evaluates the single-sample test ELBO (`evaluation.elbo_means`); appends a line
     to ``metrics.jsonl`` (per-model lists for stacked models); writes picture grids into each
-    model's folder; calls `after_epoch(record)`; and, every `save_every_epochs` epochs and after
-    the last one, saves an Orbax checkpoint. `dataset` is `load_training_data(models.config)`
-    when the caller has loaded it already. A resumed run drops the metrics lines of epochs after
-    its checkpoint and redoes those epochs, so a run killed at any moment and started again ends
-    with the files and the bit-identical params of an uninterrupted run. Returns the last metrics
+    model's folder and a TensorBoard event file of the model's metrics and pictures (and, in the
+    first epoch it trains, its config) into its `Models.logdirs` folder
+    (`vae_jax.app.summaries`); calls `after_epoch(record)`; and, every `save_every_epochs` epochs
+    and after the last one, saves an Orbax checkpoint. Only process 0 writes files. `dataset` is
+    `load_training_data(models.config)` when the caller has loaded it already. A resumed run
+    drops the metrics lines of epochs after its checkpoint, has TensorBoard drop their events
+    (`summaries.write_epoch`'s ``purge_step``) and redoes those epochs, so a run killed at any
+    moment and started again ends with the metrics, pictures and bit-identical params of an
+    uninterrupted run, and TensorBoard shows each step once. Returns the last metrics
     line (or the last checkpoint's step and epoch alone when there was nothing left to train).
     """
     run_folder.check_writable(workdir)
@@ -479,15 +486,16 @@ def fit(models: Models, workdir: str,
             log(f"Already trained {start_epoch} epochs; nothing to do (raise --config.num_epochs "
                 "to train further).")
             return {"step": start_step, "epoch": start_epoch}
-        return _epochs(models, workdir, state, last_saved, start_epoch, dataset, steps_per_epoch,
+        return _epochs(models, workdir, state, last_saved, start_step, dataset, steps_per_epoch,
                        layout, keys, checkpointer, after_epoch, log)
 
 
 def _epochs(models: Models, workdir: str, state: TrainState, last_saved: int | None,
-            start_epoch: int, dataset: data.ImageDataset, steps_per_epoch: int, layout: _Layout,
+            start_step: int, dataset: data.ImageDataset, steps_per_epoch: int, layout: _Layout,
             keys: list[RunKeys], checkpointer: checkpointing.Checkpointer,
             after_epoch: Callable | None, log: Callable) -> dict[str, Any]:
     config, main = models.config, distributed.is_main_process()
+    start_epoch = start_step // steps_per_epoch
     num_train, image_shape = len(dataset.train_images), dataset.image_shape
     pipeline = input_pipeline.resolve(config.input_pipeline, dataset.train_images.nbytes,
                                       layout.mesh.devices.flat)
@@ -547,14 +555,11 @@ def _epochs(models: Models, workdir: str, state: TrainState, last_saved: int | N
                   **_values("test_", test),
                   "kl_weight": _per_model(models, [float(w(step - 1)) for w in kl_weights]),
                   "epoch_time_s": round(seconds, 3)}
-        with run_folder.write_errors(f"epoch {epoch}'s metrics and pictures",
+        with run_folder.write_errors(f"epoch {epoch}'s metrics, pictures and event files",
                                      run_folder.kept(last_saved)):
             if main:
-                run_folder.append_metrics(workdir, record)
-                for i, folder in enumerate(models.folders):
-                    run_folder.save_pictures(folder, epoch, *(
-                        unstack(g, i) if models.stacked else g for g in grids),
-                        columns=PICTURE_COUNT)
+                _write_epoch(models, workdir, epoch, record, grids,
+                             start_step + 1 if epoch == start_epoch + 1 else None)
                 if after_epoch is not None:
                     after_epoch(record)
         if epoch % config.save_every_epochs == 0 or epoch == config.num_epochs:
@@ -563,6 +568,21 @@ def _epochs(models: Models, workdir: str, state: TrainState, last_saved: int | N
         _log_epoch(models, log, epoch, step, train, test, seconds,
                    steps_per_epoch * config.batch_size)
     return record
+
+
+def _write_epoch(models: Models, workdir: str, epoch: int, record: dict[str, Any], grids,
+                 purge_step: int | None) -> None:
+    """Process 0's files of an epoch, from host values: the metrics line, then each model's
+    pictures and TensorBoard event file (with its config and `purge_step` in the first epoch a
+    command trains, None after it). Raises the `OSError` of a file that cannot be written."""
+    run_folder.append_metrics(workdir, record)
+    for i, (folder, logdir) in enumerate(zip(models.folders, models.logdirs, strict=True)):
+        pictures = run_folder.save_pictures(folder, epoch, *(
+            unstack(g, i) if models.stacked else g for g in grids), columns=PICTURE_COUNT)
+        summaries.write_epoch(
+            logdir, run_folder.member_metrics(record, i), pictures,
+            config_json=models.members[i].to_json(indent=2) if purge_step else None,
+            purge_step=purge_step)
 
 
 def _values(prefix: str, metrics: dict[str, np.ndarray]) -> dict[str, Any]:
