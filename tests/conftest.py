@@ -18,6 +18,7 @@ check) pass ``derandomize=True`` themselves, so they are deterministic in every 
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -44,6 +45,33 @@ def real_data_dir(name: str) -> pathlib.Path:
             pytest.fail(message + " (CI is set: real-data tests must run)")
         pytest.skip(message)
     return folder
+
+
+@pytest.fixture(scope="session", name="docs_build")
+def fixture_docs_build(tmp_path_factory) -> pathlib.Path:
+    """The documentation site, built once per session as CI builds it (warnings are errors).
+
+    The one execution of the notebooks: MyST-NB runs each in quick mode (VAE_JAX_QUICK=1) on the
+    real MNIST files, and writes it executed to ``BUILD/jupyter_execute/notebooks/NAME.ipynb``;
+    tests/test_notebooks.py checks those, tests/test_docs.py the pages in ``BUILD/html``. Fails
+    with the build's warnings when it fails; skips (fails under CI) without the MNIST files.
+    """
+    manual_dir = real_data_dir("mnist")
+    build = tmp_path_factory.mktemp("docs_build")
+    env = dict(os.environ, VAE_JAX_QUICK="1", VAE_JAX_MANUAL_DIR=str(manual_dir),
+               VAE_JAX_DATA_DIR=str(build / "tfds"), VAE_JAX_DOCS_EXECUTE="force")
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", str(REPO / "docs"),
+         str(build / "html")], cwd=REPO, env=env, capture_output=True, text=True, timeout=3600,
+        check=False)
+    (build / "sphinx.log").write_text(result.stdout + result.stderr, encoding="utf-8")
+    if result.returncode != 0:
+        warnings = [line for line in result.stderr.splitlines()
+                    if "WARNING" in line or "ERROR" in line or "rror" in line]
+        pytest.fail(f"the docs build failed (exit {result.returncode}), warnings are errors:\n"
+                    + "\n".join(warnings[:50]) + "\n--- end of its output:\n"
+                    + result.stderr[-4000:])
+    return build
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
