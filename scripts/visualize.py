@@ -6,6 +6,10 @@ prior), the latent scatter coloured by label (the top two principal axes when th
 more than two dimensions), the manifold grid (2-D latent spaces only), interpolations, traversals,
 training curves and the rate–distortion path over the epochs (VAEs only). See
 `vae_jax.app.plots.visualize_run` for what each shows.
+
+It needs matplotlib (the ``plots`` extra) and, for a run on a dataset by name, TensorFlow Datasets
+(``data``): without them it stops with one line naming the ``pip install`` to run
+(`vae_jax.app.optional`; a missing matplotlib before any other work).
 """
 
 from absl import flags

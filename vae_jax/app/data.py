@@ -3,7 +3,9 @@
 With internet, any TFDS image dataset is fetched by name. Without it, TFDS prepares `mnist` and
 `fashion_mnist` from the original files in a local folder (``manual_dir``), byte-identical to what
 it would download. TensorFlow and TFDS are imported here, lazily, and nowhere else: `import vae_jax`
-stays light.
+stays light, and without the ``data`` extra `load_image_dataset` says in one line which ``pip
+install`` adds them (`vae_jax.app.optional`); the training engine also trains on arrays in memory
+(`vae_jax.app.training.fit` with ``dataset=``), which needs neither.
 
 Images stay uint8 (N, H, W, C) until they reach the device; `to_unit_interval` and `binarize` turn
 them into the float data the model sees, inside jitted code. `check_unit_interval` guards float data
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import _fast_paths
-from vae_jax.app import _threefry as threefry
+from vae_jax.app import _threefry as threefry, optional
 from vae_jax.errors import DataError
 
 # Offline, TFDS retries a failed download for minutes; a few quick retries are enough to tell.
@@ -58,7 +60,10 @@ class ImageDataset(NamedTuple):
         return tuple(self.train_images.shape[1:])
 
 
-def _import_tfds():
+def _import_tfds(name: str | None = None):
+    """TensorFlow Datasets, with TensorFlow quiet and off the accelerators, to load the dataset
+    `name`; raises `optional.MissingDependencyError` (one line: ``pip install -e '.[data]'``)
+    when either is not installed."""
     if "tensorflow" not in sys.modules:
         # TensorFlow only reads dataset files here: its C++ start-up logs (the oneDNN notice, which
         # ignores TF_CPP_MIN_LOG_LEVEL, and warnings) would bury our output. JAX has already set
@@ -66,9 +71,9 @@ def _import_tfds():
         if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1":
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
+    purpose = f"loading the dataset {name!r} by name" if name else "loading datasets by name"
+    tfds = optional.require("tensorflow_datasets", purpose)
+    tf = optional.require("tensorflow", purpose)
     tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take accelerator memory
     return tfds
 
@@ -315,9 +320,12 @@ def load_image_dataset(name: str, data_dir: str | None = None,
 
     Prepares the dataset first if `data_dir` does not hold it yet: from `manual_dir` when given
     (offline), else by downloading. Raises `DataError` with a one-line fix for an unknown name,
-    missing data without a network, or a dataset without uint8 images or train/test splits.
+    missing data without a network, or a dataset without uint8 images or train/test splits, and
+    `vae_jax.app.optional.MissingDependencyError` (one line naming ``pip install -e '.[data]'``)
+    when TensorFlow Datasets or TensorFlow is not installed. TFDS's progress bars show only when
+    stderr is a terminal, as the training's own bar does.
     """
-    tfds = _import_tfds()
+    tfds = _import_tfds(name)
     builder = _builder(tfds, name, data_dir)
     features = builder.info.features
     if "image" not in features or features["image"].np_dtype != np.uint8:

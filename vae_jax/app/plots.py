@@ -2,7 +2,10 @@
 strips, traversals, training curves and rate–distortion plots; and `visualize_run`, all of them
 for a trained run (what scripts/visualize.py writes).
 
-matplotlib is imported inside the functions, so ``import vae_jax`` stays light. Figures are
+matplotlib (the ``plots`` extra) is imported inside the functions, so ``import vae_jax`` stays
+light; without it, every function that draws raises `vae_jax.app.optional.MissingDependencyError`,
+one line naming ``pip install -e '.[plots]'`` (`visualize_run` and `visualize_workdir` before any
+other work). Figures are
 `matplotlib.figure.Figure` objects drawn on an Agg canvas, never pyplot's global figures: nothing
 here changes matplotlib's backend or any global state, so the functions can be called from a
 notebook with an inline backend, from threads, or from a script without a display.
@@ -18,15 +21,21 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from vae_jax.app import images as images_lib
+from vae_jax.app import images as images_lib, optional
 
 DPI = 100
 
 
 # --- Figures ---------------------------------------------------------------------------------
 
+def _require_matplotlib(purpose: str = "drawing pictures") -> None:
+    """Raises `optional.MissingDependencyError` (one line) unless matplotlib can be imported."""
+    optional.require("matplotlib", purpose)
+
+
 def _figure(width: float, height: float):
     """A matplotlib Figure on its own Agg canvas (no pyplot, no global state)."""
+    _require_matplotlib()
     # pylint: disable=import-outside-toplevel
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -290,9 +299,9 @@ def save_training_curves(path: str, metrics: Any, title: Optional[str] = None) -
               ("distortion −log p(x|z) (nats)",
                (("train_reconstruction_loss", "train"), ("test_reconstruction_loss", "test"))),
               ("rate KL(q(z|x) ‖ p(z)) (nats)", (("train_kl", "train"), ("test_kl", "test"))))
+    figure = _figure(12.0, 3.6)
     from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
 
-    figure = _figure(12.0, 3.6)
     axes = figure.subplots(1, 3)
     for ax, (ylabel, series) in zip(axes, panels):
         for key, name in series:
@@ -407,7 +416,8 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     are shown; prior samples use ``fold_in(key, 2)``, as training's pictures do. With `seed` None
     the key is the run's own (`evaluation.eval_key`: the test set training evaluated), with an
     integer `seed` one drawn from ``jax.random.key(seed)``. Codes are posterior means μ(x) (the
-    codes of a plain AE). Raises `ConfigError` for a bad `seed`.
+    codes of a plain AE). Raises `ConfigError` for a bad `seed`, and `MissingDependencyError`
+    first when matplotlib is not installed.
 
     - reconstructions: 32 test images beside E[x | z = μ(x)].
     - samples: 64 decoder means of z ~ N(0, I); skipped for a plain autoencoder, whose codes
@@ -424,6 +434,7 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
       when it has lines; the rate–distortion path over the epochs only for a VAE (an AE's rate
       is 0 by construction).
     """
+    _require_matplotlib("drawing the pictures of a run")
     # pylint: disable=import-outside-toplevel
     import jax
 
@@ -530,7 +541,9 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
     `workdir`, into `out_dir` (default ``workdir/plots``), reading the run only; `seed` as in
     `visualize_run` (None: the run's own test set). Raises `vae_jax.VAEJaxError` subclasses for a
     missing workdir, checkpoint or dataset (see `vae_jax.app.runs.load_run`), and `ConfigError`
-    for a bad `seed` or an `out_dir` that cannot be written, before any work."""
+    for a bad `seed` or an `out_dir` that cannot be written, and `MissingDependencyError` when
+    matplotlib is not installed, before any work."""
+    _require_matplotlib("drawing the pictures of a run")
     # pylint: disable=import-outside-toplevel
     from vae_jax.app import evaluation, run_folder, runs
     from vae_jax.errors import ConfigError

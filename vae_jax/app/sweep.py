@@ -34,7 +34,8 @@ What `train_sweep` writes in its workdir DIR:
   and, for every metric of ``scripts/train.py`` (train_* and test_* in nats, kl_weight), a list
   with one value per member;
 - ``rate_distortion.png``: test KL (rate) against test −log p(x|z) (distortion), one labelled
-  point per member, redrawn every epoch;
+  point per member, redrawn every epoch (without matplotlib, the ``plots`` extra, the sweep says
+  so in one notice line and writes everything else);
 - ``members/II/images/``: member II's reconstruction and sample grids, as ``scripts/train.py``
   draws them;
 - ``tensorboard/II_LABEL/``: member II's TensorBoard event files (`member_logdir`; its own
@@ -51,14 +52,14 @@ import json
 import math
 import os
 import shutil
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from vae_jax.app import (builders, checkpointing, configs, distributed, run_folder, runs,
-                         training)
+from vae_jax.app import (builders, checkpointing, configs, distributed, optional, run_folder,
+                         runs, training)
 from vae_jax.errors import CheckpointError, ConfigError
 
 # Fields a sweep may vary: the floats the engine takes as arguments, and the seed.
@@ -294,20 +295,31 @@ def member_logdir(workdir: str, index: int, sweep: Sweep) -> str:
     return run_folder.tensorboard_dir(workdir, f"{name}_{sweep.label(index).replace(' ', '')}")
 
 
-def save_rate_distortion(workdir: str, sweep: Sweep, record: dict[str, Any]) -> str | None:
+def save_rate_distortion(workdir: str, sweep: Sweep, record: dict[str, Any]) -> str:
     """Draws ``workdir/rate_distortion.png`` from a metrics line: test KL (rate) against test
     reconstruction loss (distortion), one point per member labelled with its values. Returns the
-    path, or None when matplotlib is missing."""
+    path; raises `vae_jax.app.optional.MissingDependencyError` when matplotlib is missing."""
+    from vae_jax.app import plots  # pylint: disable=import-outside-toplevel
+    points = [plots.RatePoint(rate, distortion, sweep.label(i)) for i, (rate, distortion)
+              in enumerate(zip(record["test_kl"], record["test_reconstruction_loss"]))]
+    return plots.save_rate_distortion(
+        os.path.join(workdir, RATE_DISTORTION_FILE), points,
+        title=f"sweep of {', '.join(sweep.fields)}: test set, epoch {record['epoch']}")
+
+
+def rate_distortion_hook(workdir: str,
+                         sweep: Sweep) -> Callable[[dict[str, Any]], str] | None:
+    """The `training.fit` ``after_epoch`` of a sweep: `save_rate_distortion` of every epoch's
+    metrics line. Without matplotlib (the ``plots`` extra) the picture is the one thing a sweep
+    skips: None, after one notice line naming the ``pip install`` that adds it."""
     try:
-        from vae_jax.app import plots  # pylint: disable=import-outside-toplevel
-        points = [plots.RatePoint(rate, distortion, sweep.label(i)) for i, (rate, distortion)
-                  in enumerate(zip(record["test_kl"], record["test_reconstruction_loss"]))]
-        return plots.save_rate_distortion(
-            os.path.join(workdir, RATE_DISTORTION_FILE), points,
-            title=f"sweep of {', '.join(sweep.fields)}: test set, epoch {record['epoch']}")
-    except ImportError as error:
-        print(f"warning: no rate-distortion plot ({error})", flush=True)
+        optional.require("matplotlib", f"drawing {RATE_DISTORTION_FILE}")
+    except optional.MissingDependencyError as error:
+        if distributed.is_main_process():
+            print(f"notice: {error}; the sweep trains and writes everything else without it",
+                  flush=True)
         return None
+    return lambda record: save_rate_distortion(workdir, sweep, record)
 
 
 def sweep_models(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
@@ -351,8 +363,7 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -
         models = sweep_models(config, sweep, workdir, dataset[0].image_shape)
         _check_same_sweep(workdir, models.saved_config)
         return training.fit(models, workdir, dataset,
-                            after_epoch=lambda record: save_rate_distortion(workdir, sweep,
-                                                                            record))
+                            after_epoch=rate_distortion_hook(workdir, sweep))
 
 
 class SweepRun(NamedTuple):
