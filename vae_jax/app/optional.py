@@ -50,10 +50,10 @@ def install_command(extra: str) -> str:
     that checkout: ``pip install -e '.[extra]'`` when the current folder is the checkout, else its
     absolute path; from a wheel, ``pip install 'vae_jax[extra]'``.
     """
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     if not os.path.isfile(os.path.join(root, "pyproject.toml")):
         return f"pip install '{_PROJECT}[{extra}]'"
-    where = "." if os.path.abspath(os.getcwd()) == root else root
+    where = "." if os.path.realpath(os.getcwd()) == root else root
     return f"pip install -e '{where}[{extra}]'"
 
 
