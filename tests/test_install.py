@@ -89,7 +89,7 @@ core = {"grad_finite": all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leav
         "elbo_shape": list(elbo.objective.shape),
         "elbo_finite_negative": bool(jnp.all(elbo.elbo < 0))}
 
-from vae_jax.app import configs, data, run_folder, sweep, training
+from vae_jax.app import configs, data, sweep, training
 
 rng = np.random.default_rng(0)
 dataset = data.ImageDataset("in_memory", rng.integers(0, 256, (64, 8, 8, 1), np.uint8),
@@ -99,11 +99,9 @@ config = configs.get_default()
 config.update(dataset="in_memory", hidden_dims=(16,), latent_dim=2, batch_size=16, num_epochs=2,
               progress_bar=False)
 run_dir = os.path.join(sys.argv[1], "run")
-with run_folder.lock(run_dir):
-    run = training.fit(training.one_run(config, run_dir), run_dir, dataset=(dataset, 4))
-training.load_training_data = lambda config: (dataset, 4)  # datasets by name need the extra
+run = training.train_and_evaluate(config, run_dir, dataset)
 sweep_record = sweep.train_sweep(config, sweep.parse_sweep("beta=1,2"),
-                                 os.path.join(sys.argv[1], "sweep"))
+                                 os.path.join(sys.argv[1], "sweep"), dataset)
 print("RESULT " + json.dumps({
     "core": core, "run": {"epoch": run["epoch"], "step": run["step"]},
     "sweep": {"epoch": sweep_record["epoch"], "members": len(sweep_record["test_neg_elbo"])},
@@ -277,3 +275,29 @@ def test_tfds_progress_bars_show_only_on_a_terminal(monkeypatch, stderr, shown):
     assert (not isinstance(bar, tqdm_utils.EmptyTqdm)) == (shown and before)
     assert bool(sys.stderr.getvalue()) == (shown and before)
     assert tqdm_utils._active == before  # pylint: disable=protected-access
+
+
+def _images(n, shape=(8, 8, 1), dtype="uint8"):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    return np.zeros((n, *shape), dtype)
+
+
+@pytest.mark.parametrize("train_images, train_labels, test_images, problem", [
+    (_images(4, dtype="float32"), [0] * 4, _images(2), "train_images must be uint8"),
+    (_images(0), [], _images(2), "train_images must be uint8"),
+    (_images(4)[..., 0], [0] * 4, _images(2), "train_images must be uint8"),
+    (_images(4), [0] * 3, _images(2), "train_labels must have shape (4,)"),
+    (_images(4), [0] * 4, _images(2, (4, 4, 1)), "test images (4, 4, 1) differ"),
+])
+def test_training_on_arrays_refuses_what_tfds_would_not_give(train_images, train_labels,
+                                                             test_images, problem, tmp_path):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import data, training  # pylint: disable=import-outside-toplevel
+    from vae_jax.errors import DataError  # pylint: disable=import-outside-toplevel
+
+    dataset = data.ImageDataset("arrays", train_images, np.asarray(train_labels), test_images,
+                                np.zeros(len(test_images), int))
+    with pytest.raises(DataError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        training.train_and_evaluate(training.configs.get_default(), str(tmp_path / "run"),
+                                    dataset)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -60,6 +60,29 @@ class ImageDataset(NamedTuple):
         return tuple(self.train_images.shape[1:])
 
 
+def check_in_memory(dataset: ImageDataset) -> None:
+    """Raises `DataError` naming the problem unless `dataset` holds uint8 train and test images
+    of one shape (N, H, W, C), N >= 1, with one label per image: the form TFDS gives, which the
+    training engine takes in place of a dataset by name."""
+    if not isinstance(dataset, ImageDataset):
+        raise DataError(f"dataset must be a vae_jax.app.data.ImageDataset, got a "
+                        f"{type(dataset).__name__}")
+    for split in ("train", "test"):
+        images = np.asarray(getattr(dataset, f"{split}_images"))
+        labels = np.asarray(getattr(dataset, f"{split}_labels"))
+        if images.dtype != np.uint8 or images.ndim != 4 or not len(images):
+            raise DataError(f"dataset {dataset.name!r}: {split}_images must be uint8 "
+                            f"(N, H, W, C) with N >= 1 as TFDS gives images, got "
+                            f"{images.dtype} {images.shape}; convert floats in [0, 1] with "
+                            "np.round(x * 255).astype(np.uint8)")
+        if labels.shape != images.shape[:1]:
+            raise DataError(f"dataset {dataset.name!r}: {split}_labels must have shape "
+                            f"{images.shape[:1]}, one label per image, got {labels.shape}")
+    if dataset.test_images.shape[1:] != dataset.train_images.shape[1:]:
+        raise DataError(f"dataset {dataset.name!r}: test images {dataset.test_images.shape[1:]} "
+                        f"differ from train images {dataset.train_images.shape[1:]}")
+
+
 def _import_tfds(name: str | None = None):
     """TensorFlow Datasets, with TensorFlow quiet and off the accelerators, to load the dataset
     `name`; raises `optional.MissingDependencyError` (one line: ``pip install -e '.[data]'``)

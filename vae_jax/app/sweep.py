@@ -58,8 +58,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from vae_jax.app import (builders, checkpointing, configs, distributed, optional, run_folder,
-                         runs, training)
+from vae_jax.app import (builders, checkpointing, configs, data, distributed, optional,
+                         run_folder, runs, training)
 from vae_jax.errors import CheckpointError, ConfigError
 
 # Fields a sweep may vary: the floats the engine takes as arguments, and the seed.
@@ -340,7 +340,8 @@ def sweep_models(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
                            tuple(member_logdir(workdir, i, sweep) for i in range(sweep.size)))
 
 
-def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -> dict[str, Any]:
+def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
+                dataset: data.ImageDataset | None = None) -> dict[str, Any]:
     """Trains every member of `sweep` (on the base `config`) in one vmapped program, resuming
     from the newest intact sweep checkpoint in `workdir`: `training.fit` of `sweep_models`, the
     loop a single run uses, with the step vmapped over the members.
@@ -353,13 +354,15 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str) -
     stacked state. ``config.num_devices`` (0: as many as divide N) devices share the model
     axis; input pipelines, the progress bar and several processes work as for a run. Returns the
     last metrics line (lists of N values), or {step, epoch} when there was nothing to train.
-    Raises `ConfigError` for a bad config or member, `CheckpointError` when `workdir` holds a
-    single run or another sweep, and what `training.train_and_evaluate` raises.
+    `dataset`: images in memory instead of the TFDS dataset ``config.dataset``, as for
+    `training.train_and_evaluate`. Raises `ConfigError` for a bad config or member,
+    `CheckpointError` when `workdir` holds a single run or another sweep, and what
+    `training.train_and_evaluate` raises.
     """
     member_configs(config, sweep)
     with run_folder.lock(workdir, distributed.is_main_process()):
         run_folder.check_writable(workdir)
-        dataset = training.load_training_data(config)
+        dataset = training.load_training_data(config, dataset)
         models = sweep_models(config, sweep, workdir, dataset[0].image_shape)
         _check_same_sweep(workdir, models.saved_config)
         return training.fit(models, workdir, dataset,

@@ -270,10 +270,16 @@ def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key)
 
 
-def load_training_data(config: ml_collections.ConfigDict) -> tuple[data.ImageDataset, int]:
-    """The dataset `config` names and its steps per epoch (the last incomplete batch dropped);
-    raises `ConfigError` when one batch is larger than the training split."""
-    dataset = data.load_image_dataset(config.dataset, config.data_dir, config.manual_dir)
+def load_training_data(config: ml_collections.ConfigDict, dataset: data.ImageDataset | None = None
+                       ) -> tuple[data.ImageDataset, int]:
+    """`dataset`, or when None the TFDS dataset `config` names, and its steps per epoch (the last
+    incomplete batch dropped); raises `ConfigError` when one batch is larger than the training
+    split, and `DataError` when `dataset`'s images are not uint8 (N, H, W, C) with a test split of
+    the same image shape."""
+    if dataset is None:
+        dataset = data.load_image_dataset(config.dataset, config.data_dir, config.manual_dir)
+    else:
+        data.check_in_memory(dataset)
     num_train = len(dataset.train_images)
     if config.batch_size > num_train:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
@@ -629,9 +635,14 @@ def _train_epoch(models: Models, train_steps: Callable, state: TrainState, hpara
                                                    *chunk_metrics))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       dataset: data.ImageDataset | None = None) -> dict[str, float]:
     """Trains the VAE that `config` describes in `workdir` (`fit` of `one_run`), resuming from
     the newest intact checkpoint there. Returns the last metrics line.
+
+    The data is `dataset` when given: images in memory, uint8 (N, H, W, C) in [0, 255] as TFDS
+    gives them (`data.ImageDataset`; no TensorFlow needed), with ``config.dataset`` only naming
+    it; else the TFDS dataset ``config.dataset`` (the ``data`` extra).
 
     The run holds `workdir`'s writer lock throughout and checks before any training that it can
     write every folder and file it will (`vae_jax.app.run_folder`). Raises `ConfigError` for an
@@ -642,7 +653,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     configs.validate(config)
     with run_folder.lock(workdir, distributed.is_main_process()):
         _check_not_a_sweep(workdir)
-        return fit(one_run(config, workdir), workdir)
+        return fit(one_run(config, workdir), workdir,
+                   None if dataset is None else load_training_data(config, dataset))
 
 
 def _check_not_a_sweep(workdir: str) -> None:
