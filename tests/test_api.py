@@ -35,6 +35,7 @@ def test_the_public_names_exist_and_are_all_of_all():
         assert getattr(vae_jax, name).__doc__, f"vae_jax.{name} has no docstring"
 
 
+@pytest.mark.slow
 def test_import_vae_jax_loads_no_application_library():
     heavy = ("tensorflow", "tensorflow_datasets", "orbax", "matplotlib", "vae_jax.app")
     code = ("import sys, vae_jax; "

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -12,6 +14,7 @@ def run_benchmark(*args):
                           capture_output=True, text=True, timeout=600, check=False, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_benchmark_reports_speed_compile_time_memory_and_device(tmp_path):
     out = tmp_path / "bench.json"
     result = run_benchmark("--epochs=3", "--num_examples=512", "--config.hidden_dims=(32,)",
@@ -25,6 +28,7 @@ def test_benchmark_reports_speed_compile_time_memory_and_device(tmp_path):
     assert report["peak_memory_mib"] > 0 and report["train_loop"] == "scan"
 
 
+@pytest.mark.slow
 def test_benchmark_of_a_bad_config_is_a_one_line_error():
     result = run_benchmark("--epochs=2", "--config.batch_size=0")
     assert result.returncode != 0

@@ -77,12 +77,14 @@ def test_mnist_and_fashion_mnist_do_not_mix_in_one_data_dir(tfds_dir):
         assert abs(dataset.train_images.mean() - mean_pixel) < 0.5, name
 
 
+@pytest.mark.slow
 def test_unknown_config_field_is_one_line(tmp_path):
     result = run_train(f"--workdir={tmp_path}", "--config.num_epoch=3", timeout=120)
     assert result.returncode != 0
     assert "num_epoch" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_non_positive_batch_size_is_one_line(tmp_path):
     result = run_train(f"--workdir={tmp_path}", "--config.batch_size=0", timeout=120)
     assert result.returncode == 1
@@ -151,6 +153,7 @@ def test_write_field_table_replaces_only_the_table(tmp_path):
     assert path.read_text(encoding="utf-8") == "no markers\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPT_FLAGS))
 def test_help_exits_0_with_the_flags_presets_and_config_fields(script, tmp_path):
     workdir = tmp_path / "run"
@@ -172,6 +175,7 @@ def test_help_exits_0_with_the_flags_presets_and_config_fields(script, tmp_path)
     assert not workdir.exists()  # --help reads nothing and writes nothing
 
 
+@pytest.mark.slow
 def test_h_and_helpfull_exit_0():
     short = run_script("train", "-h")
     assert short.returncode == 0 and "--config.latent_dim: size of z" in short.stdout

@@ -15,6 +15,7 @@ from mock_train import small_config
 from vae_jax.app import distributed
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_loss_curve_of_one_streamed_or_not(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "tests" / "data_parallel_run.py"), str(tmp_path), "1", "4",

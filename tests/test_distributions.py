@@ -16,6 +16,7 @@ jax.config.update("jax_enable_x64", False)
 finite = st.floats(-5.0, 5.0, allow_nan=False, width=32)
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(finite, finite), min_size=1, max_size=6))
 def test_gaussian_kl_is_non_negative(pairs):
@@ -34,6 +35,7 @@ def test_gaussian_kl_matches_the_lecture_form():
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_gaussian_kl_matches_monte_carlo():
     mean, log_variance = jnp.array([0.5, -1.0, 2.0]), jnp.array([-0.5, 0.3, 0.0])
     keys = jax.random.split(jax.random.key(0), 200_000)
@@ -47,6 +49,7 @@ def test_gaussian_kl_matches_monte_carlo():
     assert abs(monte_carlo - exact) < 4 * standard_error
 
 
+@pytest.mark.slow
 def test_gaussian_sample_has_the_requested_moments_and_is_reparameterised():
     mean, log_variance = jnp.array([1.0, -2.0]), jnp.log(jnp.array([0.25, 4.0]))
     keys = jax.random.split(jax.random.key(1), 100_000)
@@ -122,6 +125,7 @@ def test_bernoulli_log_prob_is_exact_for_grey_levels_at_large_logits(logit, x):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bernoulli_log_prob_gradients_are_analytic_at_a_zero_logit():
     # |ℓ| has no derivative at 0; the custom JVP gives x − σ(0) = x − ½ and ∂/∂x = ℓ, and second
     # derivatives −σ(ℓ)(1 − σ(ℓ)) = −¼ there.

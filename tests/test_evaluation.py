@@ -100,6 +100,7 @@ def above(higher, lower, sigmas=3.0):
     return difference.mean() >= -sigmas * difference.std() / np.sqrt(difference.size)
 
 
+@pytest.mark.slow
 def test_iwae_bound_is_above_the_elbo_and_non_decreasing_in_k():
     vae, params, x = tiny_mlp()
     elbo = elbos_over_keys(vae, params, x)
@@ -113,6 +114,7 @@ def test_iwae_bound_is_above_the_elbo_and_non_decreasing_in_k():
     assert bounds[100].mean() > bounds[10].mean() > elbo.mean()
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), num_samples=st.sampled_from([1, 3]))
 def test_every_importance_weight_is_p_x_under_the_exact_posterior(seed, num_samples):
@@ -123,6 +125,7 @@ def test_every_importance_weight_is_p_x_under_the_exact_posterior(seed, num_samp
     np.testing.assert_allclose(estimate, exact_log_px(x), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_iwae_bound_approaches_the_exact_log_likelihood_and_the_elbo_stays_below():
     params, exact_log_px = linear_gaussian(0, mean_scale=0.6, log_variance_shift=1.0)
     x = jax.random.normal(jax.random.key(3), (32, 5)) * 2.0
@@ -136,6 +139,7 @@ def test_iwae_bound_approaches_the_exact_log_likelihood_and_the_elbo_stays_below
     np.testing.assert_allclose(gaps[2000], 0.0, atol=0.15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_samples,chunk_sizes", [(37, (1, 16, 64)), (1, (3,))])
 def test_chunked_and_unchunked_bounds_agree(num_samples, chunk_sizes):
     vae, params, x = tiny_mlp()
@@ -146,6 +150,7 @@ def test_chunked_and_unchunked_bounds_agree(num_samples, chunk_sizes):
         np.testing.assert_allclose(chunked, whole, rtol=1e-5, err_msg=f"chunk_size={chunk_size}")
 
 
+@pytest.mark.slow
 def test_iwae_objective_is_differentiable_and_matches_the_bound():
     vae, params, x = tiny_mlp()
     key = jax.random.key(5)
@@ -170,6 +175,7 @@ def test_iwae_refuses_a_plain_autoencoder_and_bad_k():
 
 # --- One test set, one ELBO -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_test_set_scales_and_binarises_with_the_eval_key():
     images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), np.uint8)
     key = jax.random.key(3)
@@ -184,6 +190,7 @@ def test_test_set_scales_and_binarises_with_the_eval_key():
     assert not np.array_equal(binary, evaluation.test_set(images, True, jax.random.key(4)))
 
 
+@pytest.mark.slow
 def test_elbo_terms_are_the_per_example_elbo_with_keys_from_the_eval_key():
     vae, params, x = tiny_mlp()
     key = jax.random.key(5)
@@ -211,6 +218,7 @@ def test_elbo_terms_are_the_per_example_elbo_with_keys_from_the_eval_key():
 
 # --- Dataset-level evaluation --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_active_units_of_a_constructed_encoder():
     # μ(x) = scale · x for binary x, half of the examples on in each pixel: A_d = scale_d² / 4.
     scale = np.array([1.0, 0.5, 0.1, 0.0], np.float32)
@@ -234,6 +242,7 @@ def test_active_units_of_a_constructed_encoder():
     np.testing.assert_allclose(report["kl_per_dim"], 0.5 * scale**2 / 2, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_report_is_consistent_and_independent_of_batching():
     vae, params, x = tiny_mlp()
     # An encoder far wider than the posterior (≈ the prior for an untrained decoder): the ELBO pays
@@ -265,6 +274,7 @@ def fixture_mocked_run(tmp_path_factory):
         yield workdir
 
 
+@pytest.mark.slow
 def test_evaluate_workdir_writes_eval_json_and_selects_the_step(mocked_run):
     report = evaluation.evaluate_workdir(mocked_run, num_samples=8, batch_size=16, seed=3)
     with open(os.path.join(mocked_run, evaluation.EVAL_FILE), encoding="utf-8") as f:
@@ -280,6 +290,7 @@ def test_evaluate_workdir_writes_eval_json_and_selects_the_step(mocked_run):
         evaluation.evaluate_workdir(mocked_run, step=5, num_samples=8)
 
 
+@pytest.mark.slow
 def test_eval_json_of_the_last_checkpoint_equals_the_last_logged_test_elbo(mocked_run):
     last = run_folder.read_metrics(mocked_run)[-1]
     report = evaluation.evaluate_workdir(mocked_run, num_samples=4, batch_size=16,
@@ -312,16 +323,19 @@ def run_evaluate(*args, mocked=False):
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_script_rejects_a_workdir_without_checkpoints(tmp_path):
     assert_one_line_error(run_evaluate(f"--workdir={tmp_path}"), "no checkpoint in")
     assert not os.path.exists(tmp_path / run_folder.CHECKPOINT_DIR)  # nothing created
 
 
+@pytest.mark.slow
 def test_script_rejects_non_positive_num_samples(tmp_path):
     assert_one_line_error(run_evaluate(f"--workdir={tmp_path}", "--num_samples=0"),
                           "num_samples must be a positive integer, got 0")
 
 
+@pytest.mark.slow
 def test_script_rejects_a_checkpoint_of_another_model(mocked_run, tmp_path):
     # A checkpoint whose params do not fit the model its config describes (as after a change of
     # the network code): a newer step in a copy of the run, saved with the run's own config.

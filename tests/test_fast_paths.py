@@ -19,6 +19,7 @@ from vae_jax import _fast_paths, iwae, model as model_lib, networks, objectives
 from vae_jax.app import _threefry as threefry, data, prng
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=25)
 @given(key=st.tuples(*[st.integers(0, 2**32 - 1)] * 2), start=st.integers(0, 2**32 - 1),
        shape=st.sampled_from([(), (1,), (2,), (7,), (3, 5), (2, 3, 4)]))
@@ -54,6 +55,7 @@ _DRAWS = {
 }
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_run_keys_draw_the_numbers_of_jax_threefry_keys(seed):
@@ -126,6 +128,7 @@ def test_pixels_are_independent_of_their_neighbours():
         assert abs(correlation) < 0.015, (lag, correlation)
 
 
+@pytest.mark.slow
 def test_vmapped_binarisation_draws_each_key_independently():
     keys = jax.random.split(jax.random.key(5), 2)
     both = jax.vmap(data.binarize)(keys, jnp.full((2, 1000), 0.5))
@@ -158,11 +161,13 @@ class MixedMatmulTest(chex.TestCase):
         exact = jnp.einsum("abk,abn->kn", *rounded, precision="highest")
         np.testing.assert_allclose(grad, exact, rtol=1e-5, atol=1e-5)
 
+    @pytest.mark.slow
     def test_input_gradient_is_close_to_the_float32_one(self):
         dy = jax.random.normal(jax.random.key(3), (4, 3, 5))
         dx = jax.grad(lambda x: jnp.sum(networks._mixed_matmul(x, self.w) * dy))(self.x)
         np.testing.assert_allclose(dx, dy @ self.w.T, atol=0.1, rtol=0.02)
 
+    @pytest.mark.slow
     def test_dense_layers_other_than_x_times_w_are_refused(self):
         with pytest.raises(ValueError, match="contracts x's last axis with w's first"):
             networks._mixed_dot_general(self.x, self.w.T, (((2,), (1,)), ((), ())))
@@ -207,6 +212,7 @@ def _training_like_draws(seed: int):
     return root, [step(root, images, 3), jax.jit(lambda r, i: step(r, i, 11))(root, images)]
 
 
+@pytest.mark.slow
 def test_the_plain_jax_path_draws_the_same_numbers_as_the_fast_one():
     fast_root, fast = _training_like_draws(5)
     with _fast_paths.disabled():
@@ -234,6 +240,7 @@ def test_a_checkpointed_key_restores_with_either_kind_of_key():
                                       jax.random.normal(saved, (4,)))
 
 
+@pytest.mark.slow
 def test_binarize_takes_plain_jax_threefry_keys_with_and_without_the_fast_hash():
     x = jax.random.uniform(jax.random.key(2), (3, 5, 5, 1))
     key = jax.random.key(8)  # a plain JAX threefry key
@@ -243,6 +250,7 @@ def test_binarize_takes_plain_jax_threefry_keys_with_and_without_the_fast_hash()
     np.testing.assert_array_equal(fast, plain)
 
 
+@pytest.mark.slow
 def test_without_jax_extend_random_s_prng_api_the_app_falls_back_to_jax_keys():
     code = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np
@@ -261,6 +269,7 @@ def test_without_jax_extend_random_s_prng_api_the_app_falls_back_to_jax_keys():
     assert result.stdout.strip() == str(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 def test_bfloat16_networks_have_one_param_structure_on_either_path(architecture):
     def build():
@@ -291,6 +300,7 @@ def test_bfloat16_networks_have_one_param_structure_on_either_path(architecture)
                                rtol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast", [True, False], ids=["cpu_path", "flax_path"])
 def test_bfloat16_training_gradients_are_close_to_float32_ones(fast):
     full = model_lib.mlp_vae((28, 28, 1), 4, (64,))
@@ -306,6 +316,7 @@ def test_bfloat16_training_gradients_are_close_to_float32_ones(fast):
         assert float(jnp.linalg.norm(b - a) / jnp.linalg.norm(a)) < 0.05
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=10)
 @given(batch=st.integers(1, 5), num_samples=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
 def test_batched_losses_are_the_means_of_the_single_example_terms(batch, num_samples, seed):

@@ -34,6 +34,7 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 
 # --- One example versus a batch -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_elbo_refuses_a_batch_and_points_to_batch_elbo(model):
     # It returned one batch-summed scalar before.
     vae, params, x = model
@@ -81,6 +82,7 @@ def test_integer_pixels_are_refused_by_the_objectives(model):
         objectives.batch_elbo(vae, params, (x * 255).astype(jnp.uint8), jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_correct_calls_still_work_under_jit_vmap_and_grad(model):
     vae, params, x = model
     key = jax.random.key(3)
@@ -165,6 +167,7 @@ def test_evaluate_refuses_a_nan_pixel(model):
         evaluation.evaluate(vae, params, x[0], jax.random.key(0), num_samples=10)
 
 
+@pytest.mark.slow
 def test_a_gaussian_likelihood_takes_any_finite_value_but_not_nan():
     vae = vae_jax.mlp_vae(INPUT_SHAPE, latent_dim=2, hidden_dims=(8,),
                           likelihood=likelihoods.gaussian("scalar", 1.0))
@@ -192,6 +195,7 @@ def test_encoding_a_data_set_checks_values_when_concrete_only(model, function):
         function(vae, params, x[0, :, :, 0], 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,call", [
     ("elbo", lambda vae, p, x, k: objectives.elbo(vae, p, x[0], k)),
     ("batch_elbo", lambda vae, p, x, k: objectives.batch_elbo(vae, p, x, k)),

@@ -72,6 +72,7 @@ def _metrics(workdir):
         return [{k: v for k, v in json.loads(line).items() if k != "epoch_time_s"} for line in f]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["scan", "step"])
 def test_streamed_training_equals_training_on_the_device(tmp_path, capsys, loop):
     data_dir = str(tmp_path / "tfds")
@@ -89,6 +90,7 @@ def test_streamed_training_equals_training_on_the_device(tmp_path, capsys, loop)
                          restore_latest(tmp_path / "device", config))
 
 
+@pytest.mark.slow
 def test_auto_streams_a_training_set_larger_than_the_free_memory(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(input_pipeline, "free_device_memory", lambda device: 10_000)
     with mocked_mnist():
@@ -97,6 +99,7 @@ def test_auto_streams_a_training_set_larger_than_the_free_memory(tmp_path, capsy
     assert "Streaming the training set" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_streamed_run_resumes_on_the_device(tmp_path):
     data_dir = str(tmp_path / "tfds")
     with mocked_mnist():

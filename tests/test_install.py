@@ -153,6 +153,7 @@ def snapshot(folder):
 
 # --- The core and the engine without the extras ---------------------------------------------
 
+@pytest.mark.slow
 def test_the_core_computes_losses_and_gradients_without_the_extras(trained):
     _, result, _ = trained
     assert result["core"] == {"grad_finite": True, "grad_nonzero": True, "elbo_shape": [16],
@@ -160,6 +161,7 @@ def test_the_core_computes_losses_and_gradients_without_the_extras(trained):
     assert result["loaded"] == []
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_arrays_in_memory_without_the_extras(trained):
     folder, result, _ = trained
     run_dir = folder / "run"
@@ -171,6 +173,7 @@ def test_a_run_trains_on_arrays_in_memory_without_the_extras(trained):
     assert pictures and all(name.endswith(".png") for name in pictures), pictures
 
 
+@pytest.mark.slow
 def test_a_sweep_without_matplotlib_trains_and_says_once_what_it_skips(trained):
     folder, result, stdout = trained
     sweep_dir = folder / "sweep"
@@ -186,6 +189,7 @@ def test_a_sweep_without_matplotlib_trains_and_says_once_what_it_skips(trained):
 
 # --- One line naming the extra ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_what_needs_an_extra_says_which_in_one_line(tmp_path):
     code = textwrap.dedent(f"""\
         import json
@@ -213,6 +217,7 @@ def test_what_needs_an_extra_says_which_in_one_line(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_train_py_on_a_dataset_by_name_without_tfds_is_one_line(tmp_path):
     result = run_script_blocked("train.py", f"--workdir={tmp_path / 'run'}",
                                 "--config.num_epochs=1")
@@ -220,6 +225,7 @@ def test_train_py_on_a_dataset_by_name_without_tfds_is_one_line(tmp_path):
                                   "Datasets: pip install -e '.[data]'")
 
 
+@pytest.mark.slow
 def test_visualize_py_without_matplotlib_is_one_line_and_leaves_the_run_alone(trained):
     run_dir = trained[0] / "run"
     before = snapshot(run_dir)

@@ -25,6 +25,7 @@ def angle(a, b):
     return np.arccos(np.clip(cosine, -1.0, 1.0))
 
 
+@pytest.mark.slow
 class LatentVariantsTest(chex.TestCase):
     """Each test runs jitted (sizes static) and not jitted."""
 
@@ -188,6 +189,7 @@ def test_manifold_grid_of_a_latent_size_other_than_two_is_a_clear_error(latent_d
         latent.decode_grid(vae, params, latent.linear_grid(2, 2))
 
 
+@pytest.mark.slow
 def test_manifold_grid_errors_name_the_expected_shapes():
     vae, params = small_vae(latent_dim=4)
     with pytest.raises(vae_jax.ShapeError, match=r"latent_dim=4"):
@@ -219,6 +221,7 @@ def test_bad_arguments_are_named():
         latent.encode_means(vae, params, jnp.zeros((4, 5, 5, 1)))
 
 
+@pytest.mark.slow
 def test_a_plain_autoencoder_has_codes_but_no_prior_or_posterior():
     vae, params = small_vae(latent_dim=2, stochastic=False)
     x = jax.random.uniform(jax.random.key(0), (5, 6, 6, 1))
@@ -232,6 +235,7 @@ def test_a_plain_autoencoder_has_codes_but_no_prior_or_posterior():
     chex.assert_shape(strip, (6, 6, 6, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spherical", [False, True])
 def test_interpolated_images_start_and_end_at_the_reconstructions(spherical):
     vae, params = small_vae(latent_dim=3)

@@ -24,6 +24,7 @@ def fixture_x():
     return jax.random.uniform(jax.random.key(7), (4, *INPUT_SHAPE))
 
 
+@pytest.mark.slow
 class TestShapes(chex.TestCase):
 
     def setUp(self):
@@ -79,6 +80,7 @@ def _constant_vae_params(vae, mean, log_variance, logits):
     return params
 
 
+@pytest.mark.slow
 def test_elbo_hand_computed():
     vae = vae_jax.mlp_vae((2,), latent_dim=1, hidden_dims=())
     params = _constant_vae_params(vae, mean=[0.5], log_variance=[math.log(0.25)],
@@ -104,6 +106,7 @@ def test_loss_is_the_batch_mean_of_the_negative_objective(vae, x):
     np.testing.assert_allclose(means.kl, terms.kl.mean(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_takes_the_model_first_and_grads_in_params_with_argnums_1(vae, x):
     params = vae.init(jax.random.key(0))
     key = jax.random.key(1)
@@ -119,6 +122,7 @@ def test_loss_takes_the_model_first_and_grads_in_params_with_argnums_1(vae, x):
     del means
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["loss", "iwae_loss"])
 def test_the_old_params_first_order_warns_and_gives_the_same_value(vae, x, name):
     function = getattr(vae_jax, name)

@@ -87,6 +87,7 @@ def test_gaussian_on_integer_pixels_is_a_clear_error():
         lik.log_prob({}, jnp.zeros((2, 2), jnp.uint8), MEAN)
 
 
+@pytest.mark.slow
 def test_plain_autoencoder_never_samples():
     ae = vae_jax.mlp_vae((4, 4, 1), latent_dim=2, hidden_dims=(8,), stochastic=False)
     params = ae.init(jax.random.key(0))
@@ -102,6 +103,7 @@ def test_plain_autoencoder_never_samples():
     np.testing.assert_allclose(first.reconstruction, expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 class ConvShapes(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -124,6 +126,7 @@ def test_conv_rejects_an_image_shape_it_cannot_take():
         model_lib.conv_vae((30, 30, 1), latent_dim=2)
 
 
+@pytest.mark.slow
 def test_learned_scale_params_are_trained_with_the_rest():
     vae = vae_jax.mlp_vae((2, 2), latent_dim=1, hidden_dims=(4,),
                           likelihood=likelihoods.gaussian("scalar", 1.0))
@@ -140,6 +143,7 @@ def test_kl_warmup_schedule_at_chosen_steps():
     np.testing.assert_allclose(objectives.kl_weight_schedule(2.0)(12345), 2.0)
 
 
+@pytest.mark.slow
 def test_free_bits_floor_each_dimensions_batch_mean_kl():
     vae = vae_jax.mlp_vae((2,), latent_dim=2, hidden_dims=())
     params = jax.tree.map(jnp.zeros_like, vae.init(jax.random.key(0)))
@@ -156,6 +160,7 @@ def test_free_bits_floor_each_dimensions_batch_mean_kl():
     np.testing.assert_allclose(grads["encoder"]["mean"]["bias"], 0.0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 def test_bfloat16_compute_keeps_float32_params_and_outputs_close(architecture):
     build = {"mlp": lambda dtype: model_lib.mlp_vae((28, 28, 1), 4, (64,), dtype=dtype),

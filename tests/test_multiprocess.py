@@ -38,6 +38,7 @@ def run_two_processes(tmp_path, pipeline: str, *sweep: str) -> list[tuple[str, s
     return outputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["device", "stream"])
 def test_two_processes_train_like_one_and_checkpoint_correctly(tmp_path, pipeline):
     workdir = tmp_path / "two"
@@ -62,6 +63,7 @@ def test_two_processes_train_like_one_and_checkpoint_correctly(tmp_path, pipelin
     assert resumed["step"] == 12 and np.isfinite(resumed["test_neg_elbo"])
 
 
+@pytest.mark.slow
 def test_a_sweep_splits_its_models_over_two_processes_like_one_process(tmp_path):
     """The sweep runs on the run's engine, so it runs across processes too: one member each."""
     outputs = run_two_processes(tmp_path, "device", "beta=1,2")

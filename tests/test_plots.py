@@ -73,6 +73,7 @@ def test_scatter_axes_name_the_principal_components_for_larger_latents():
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("z₁", "z₂")
 
 
+@pytest.mark.slow
 def test_manifold_interpolations_and_traversals(tmp_path):
     from vae_jax import latent  # pylint: disable=import-outside-toplevel
 

@@ -25,6 +25,7 @@ def test_the_issue_presets_exist():
                             "mnist_rmse_alpha", "fashion_mnist_conv_gaussian", "beta_vae"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_is_valid_and_trains_on_mock_data(name, tmp_path):
     config = preset(name)
@@ -38,6 +39,7 @@ def test_preset_is_valid_and_trains_on_mock_data(name, tmp_path):
         assert record["test_kl"] == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_loss_and_gradient_without_jit(name):
     config = preset(name)

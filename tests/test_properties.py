@@ -13,6 +13,7 @@ import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -40,6 +41,7 @@ def kl_float64(mean, log_variance):
 _kl = jax.jit(D.gaussian_kl_to_standard_normal)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(gaussians())
 def test_kl_is_the_closed_form_non_negative_and_zero_only_at_the_prior(gaussian):
@@ -66,6 +68,7 @@ def _kl_samples(key, mean, log_variance):
 
 # Statistical tests with a 5-standard-error tolerance run on fixed examples (derandomize), so they
 # cannot fail by chance on one run and pass on the next.
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(gaussians(low=-3.0, high=2.0, shapes=st.integers(1, 4)), st.integers(0, 2**31 - 1))
 def test_kl_matches_monte_carlo(gaussian, seed):
@@ -88,6 +91,7 @@ def _reparameterised_gradients(key, mean, log_variance, a, b):
     return jax.vmap(jax.grad(f, argnums=(0, 1)), in_axes=(None, None, 0))(mean, log_variance, keys)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(st.integers(1, 4).flatmap(lambda n: st.tuples(*(float32_arrays(n, -2.0, 2.0)
                                                         for _ in range(4)))),
@@ -109,6 +113,7 @@ EXTREME_LOGITS = st.one_of(st.sampled_from([1e4, -1e4, BIG, -BIG, 88.0, -88.0, 0
                            st.floats(-BIG, BIG, width=32))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 8).flatmap(lambda n: st.tuples(
     hnp.arrays(np.float32, n, elements=EXTREME_LOGITS),
@@ -173,6 +178,7 @@ def likelihood_cases(draw):
     return name, params, x, decoded, exact
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(likelihood_cases())
 def test_every_likelihood_has_finite_gradients_wherever_its_value_is_finite(case):

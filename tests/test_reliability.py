@@ -134,6 +134,7 @@ def fixture_sweep_reference(reference, tmp_path_factory):
     return workdir, reference[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["run", "sweep"])
 def test_sigkill_at_any_moment_then_rerun_gives_bit_identical_params(what, request, tmp_path):
     """The same for one run and for a sweep: the engine is the same code."""
@@ -176,6 +177,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_bit_identical_params(what, reque
 # --- Checkpoints: interval, damage ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_save_every_epochs_saves_every_nth_epoch_and_the_last(reference, tmp_path):
     workdir = str(tmp_path / "run")
     with mocked_mnist():
@@ -250,6 +252,7 @@ def orbax_abandoned_reads(test):
         pytest.mark.usefixtures("collect_garbage")(test))
 
 
+@pytest.mark.slow
 @orbax_abandoned_reads
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, run_copy, capsys):
@@ -268,6 +271,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, run_co
     assert _snapshot(os.path.join(folder, str(previous))) == intact
 
 
+@pytest.mark.slow
 @orbax_abandoned_reads
 def test_training_resumes_past_a_damaged_checkpoint_exactly(reference, run_copy, capsys):
     _truncate(os.path.join(run_copy, run_folder.CHECKPOINT_DIR, str(LAST)))
@@ -279,6 +283,7 @@ def test_training_resumes_past_a_damaged_checkpoint_exactly(reference, run_copy,
     assert metrics_without_times(run_copy) == metrics_without_times(reference[0])
 
 
+@pytest.mark.slow
 @orbax_abandoned_reads
 def test_no_intact_checkpoint_is_a_clear_error_that_changes_nothing(reference, run_copy):
     oldest, middle, newest = checkpoint_steps(run_copy)
@@ -323,6 +328,7 @@ def _nan_gradient(monkeypatch):
         + 0.0 * jnp.sum(jnp.sqrt(jnp.abs(mean - mean))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inject,terms", [
     (_nan_pixels, ("reconstruction", "KL", "gradient")),
     (_infinite_kl, ("KL",)),
@@ -345,6 +351,7 @@ def test_non_finite_step_stops_training_and_keeps_the_last_checkpoint(
     assert len(metrics_lines(run_copy)) == NUM_EPOCHS
 
 
+@pytest.mark.slow
 def test_absurd_learning_rate_diverges_at_step_2_before_any_checkpoint(reference, tmp_path):
     config = small_config(learning_rate=1e30, data_dir=reference[1])
     with mocked_mnist(), pytest.raises(vae_jax.TrainingDivergedError,
@@ -373,6 +380,7 @@ def test_debug_nans_switches_jax_debug_nans_on_for_training_only(reference, tmp_
 # --- Determinism ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_params(reference, tmp_path):
     workdir = str(tmp_path / "again")
     train(workdir, NUM_EPOCHS, reference[1])

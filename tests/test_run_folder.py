@@ -163,6 +163,7 @@ def _save_state(workdir, vae, config, step=4, digests=None, monkeypatch=None):
     return params
 
 
+@pytest.mark.slow
 def test_a_reader_restores_the_params_alone_and_checks_them(tmp_path, monkeypatch):
     config = configs.get_default()
     config.update(hidden_dims=(8,), latent_dim=2)
@@ -215,6 +216,7 @@ def _read_everything(workdir: str, data_dir: str, out: str) -> None:
         plots.visualize_workdir(workdir, out_dir=out, data_dir=data_dir)
 
 
+@pytest.mark.slow
 def test_readers_leave_a_save_in_progress_and_everything_else_alone(reference, run_copy,
                                                                     tmp_path):
     planted = os.path.join(run_copy, run_folder.CHECKPOINT_DIR, TMP_SAVE, "state")
@@ -230,6 +232,7 @@ def test_readers_leave_a_save_in_progress_and_everything_else_alone(reference, r
     assert after == before
 
 
+@pytest.mark.slow
 def test_a_reader_during_a_real_save_does_not_disturb_it(reference, tmp_path):
     workdir, data_dir = str(tmp_path / "run"), reference[1]
     with open(tmp_path / "stderr.log", "w", encoding="utf-8") as log:
@@ -254,6 +257,7 @@ def test_a_reader_during_a_real_save_does_not_disturb_it(reference, tmp_path):
 # --- One writer ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_with_the_holder_named(reference, run_copy):
     before = _snapshot(run_copy)
     with run_folder.lock(run_copy):
@@ -271,6 +275,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(reference, run_copy):
     assert len(metrics_lines(run_copy)) == NUM_EPOCHS + 1
 
 
+@pytest.mark.slow
 def test_train_py_on_a_folder_another_process_writes_is_one_line(tmp_path):
     workdir = tmp_path / "run"
     holder = subprocess.Popen(
@@ -335,6 +340,7 @@ def test_a_folder_or_file_training_cannot_write_is_an_error_before_training(
     assert _snapshot(run_copy) == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="chattr needs root")
 def test_an_old_checkpoint_that_cannot_be_deleted_mid_run_is_named(reference, run_copy,
                                                                    monkeypatch):
@@ -363,6 +369,7 @@ def test_train_py_names_an_unwritable_checkpoints_folder_at_once(tmp_path):
     assert_one_line_error(result, f"{folder} is not writable")
 
 
+@pytest.mark.slow
 def test_a_save_that_fails_mid_run_stops_at_once_and_the_next_run_resumes(reference, tmp_path):
     workdir, data_dir = str(tmp_path / "run"), reference[1]
     folder = os.path.join(workdir, run_folder.CHECKPOINT_DIR)
@@ -398,6 +405,7 @@ def test_a_save_that_fails_mid_run_stops_at_once_and_the_next_run_resumes(refere
     assert metrics_without_times(workdir) == metrics_without_times(reference[0])
 
 
+@pytest.mark.slow
 def test_a_read_only_run_folder_is_evaluated_and_pictures_need_another_folder(
         reference, run_copy, capsys):
     before = _state(run_copy)
@@ -415,6 +423,7 @@ def test_a_read_only_run_folder_is_evaluated_and_pictures_need_another_folder(
 # --- Readers and damaged checkpoints ------------------------------------------------------------
 
 
+@pytest.mark.slow
 @orbax_abandoned_reads
 def test_readers_skip_a_damaged_latest_checkpoint_and_leave_it_in_place(reference, run_copy,
                                                                         capsys):

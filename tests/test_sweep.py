@@ -121,6 +121,7 @@ def single_model_result(config, images, epoch=1):
     return jax.device_get(state), jax.device_get(metrics)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,specs", [
     ({}, SPECS + ["free_bits=0,0.1,0.2"]),
     ({"likelihood": "mse", "lr_schedule": "cosine", "kl_warmup_steps": 3},
@@ -154,6 +155,7 @@ def test_every_member_of_a_jitted_sweep_equals_its_single_model(overrides, specs
         assert_trees_close({k: v[i] for k, v in metrics.items()}, single_metrics)
 
 
+@pytest.mark.slow
 def test_per_member_data_orders_are_the_single_runs_orders_at_full_mnist_size():
     keys = jax.vmap(lambda s: builders.RunKeys.from_root(jax.random.key(s)).shuffle)(
         np.arange(3))
@@ -181,6 +183,7 @@ def fixture_trained(tmp_path_factory):
             "workdir": str(root / "sweep"), "singles": singles}
 
 
+@pytest.mark.slow
 def test_sweep_writes_per_member_metrics_plot_pictures_and_a_checkpoint(trained):
     workdir = trained["workdir"]
     lines = run_folder.read_metrics(workdir)
@@ -198,6 +201,7 @@ def test_sweep_writes_per_member_metrics_plot_pictures_and_a_checkpoint(trained)
     assert record["labels"][2] == "beta=0.5, learning_rate=0.002, seed=2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     {"input_pipeline": "stream", "stream_chunk_mib": 0.1},  # 3 × 12.25 KiB a step: 2 steps a chunk
     {"train_loop": "step"},
@@ -227,6 +231,7 @@ def test_every_member_equals_its_single_run_end_to_end(trained):
             assert_trees_close(member_line, single_line)
 
 
+@pytest.mark.slow
 def test_extracted_members_are_run_folders_that_equal_the_single_runs_and_evaluate(trained):
     workdir = trained["workdir"]
     with mocked_mnist():
@@ -266,6 +271,7 @@ def test_extracting_before_the_first_checkpoint_points_to_sweep_py(tmp_path):
         sweep_lib.extract_member(str(tmp_path), 0)
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_equals_an_uninterrupted_one(trained):
     workdir = str(trained["root"] / "resumed")
     config = trained["config"].copy_and_resolve_references()
@@ -293,6 +299,7 @@ def test_a_resumed_sweep_equals_an_uninterrupted_one(trained):
                  training.to_checkpoint(straight_state))  # bit-identical
 
 
+@pytest.mark.slow
 def test_a_diverging_member_stops_the_sweep_naming_it_before_any_checkpoint(trained):
     workdir = trained["root"] / "diverged"
     sweep = sweep_lib.parse_sweep("learning_rate=1e-3,1e30")
@@ -358,6 +365,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_model_axis_shards_over_two_devices_and_agrees(tmp_path):
     script = (f"DATA_DIR, WORKDIR = {str(tmp_path / 'tfds')!r}, {str(tmp_path / 'sweep')!r}\n"
               + MULTI_DEVICE_SCRIPT)

@@ -78,6 +78,7 @@ def fixture_run(tmp_path_factory):
     return {"workdir": workdir, "data_dir": data_dir}
 
 
+@pytest.mark.slow
 def test_a_run_writes_every_metric_its_pictures_and_its_config(run):
     workdir = run["workdir"]
     logdir = run_folder.tensorboard_dir(workdir)
@@ -89,6 +90,7 @@ def test_a_run_writes_every_metric_its_pictures_and_its_config(run):
         assert config_texts(read_events(logdir)) == [(4, json.load(f))]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_shows_each_step_once_with_the_values_of_metrics_jsonl(run, tmp_path):
     workdir = str(tmp_path / "run")
     shutil.copytree(run["workdir"], workdir)
@@ -110,6 +112,7 @@ def test_a_resumed_run_shows_each_step_once_with_the_values_of_metrics_jsonl(run
     assert [step for step, _ in config_texts(read_events(logdir))] == [4, 8]
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_each_members_own_values_in_a_folder_of_its_own(run, tmp_path):
     workdir = str(tmp_path / "sweep")
     train_sweep(workdir, 1, run["data_dir"], "beta=1,2")
@@ -126,6 +129,7 @@ def test_a_sweep_writes_each_members_own_values_in_a_folder_of_its_own(run, tmp_
         assert step == 4 and config["beta"] == [1.0, 2.0][i]
 
 
+@pytest.mark.slow
 def test_readers_write_no_event_files(run, tmp_path):
     workdir = str(tmp_path / "run")
     shutil.copytree(run["workdir"], workdir,
@@ -138,6 +142,7 @@ def test_readers_write_no_event_files(run, tmp_path):
     assert not os.path.exists(run_folder.tensorboard_dir(workdir))
 
 
+@pytest.mark.slow
 def test_an_unwritable_tensorboard_folder_stops_a_run_before_training_in_one_line(tmp_path):
     member = tmp_path / "sweep" / "tensorboard" / "00_beta=1"
     member.mkdir(parents=True)

@@ -24,6 +24,7 @@ def read_metrics(workdir):
     return run_folder.read_metrics(workdir)
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_metrics_checkpoint_and_pictures(mock_mnist, tmp_path):
     workdir = str(tmp_path / "run")
     record = training.train_and_evaluate(small_config(data_dir=str(tmp_path / "tfds")), workdir)
@@ -41,6 +42,7 @@ def test_one_epoch_writes_metrics_checkpoint_and_pictures(mock_mnist, tmp_path):
     assert pictures == ["reconstructions_epoch001.png", "samples_epoch001.png"]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_count_and_never_starts_over(mock_mnist, tmp_path):
     workdir, data_dir = str(tmp_path / "run"), str(tmp_path / "tfds")
     training.train_and_evaluate(small_config(data_dir=data_dir), workdir)
@@ -54,6 +56,7 @@ def test_resume_continues_the_step_count_and_never_starts_over(mock_mnist, tmp_p
     assert len(read_metrics(workdir)) == 3
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
     data_dir = str(tmp_path / "tfds")
     training.train_and_evaluate(small_config(data_dir=data_dir, num_epochs=1), str(tmp_path / "a"))
@@ -64,6 +67,7 @@ def test_resumed_run_equals_uninterrupted_run(mock_mnist, tmp_path):
     assert resumed == {**straight, "epoch_time_s": resumed["epoch_time_s"]}
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_a_clear_error(mock_mnist, tmp_path):
     workdir, data_dir = str(tmp_path / "run"), str(tmp_path / "tfds")
     training.train_and_evaluate(small_config(data_dir=data_dir), workdir)
@@ -127,6 +131,7 @@ def _train_steps_result(loop, objective="elbo"):
     return jax.device_get(state.params), jax.device_get(metrics)
 
 
+@pytest.mark.slow
 def test_step_loop_gives_the_scan_loops_results():
     scanned_params, scanned_metrics = _train_steps_result("scan")
     stepped_params, stepped_metrics = _train_steps_result("step")
@@ -136,6 +141,7 @@ def test_step_loop_gives_the_scan_loops_results():
                  scanned_metrics, stepped_metrics)
 
 
+@pytest.mark.slow
 def test_iwae_objective_trains_with_its_own_loss():
     params, metrics = _train_steps_result("scan", objective="iwae")
     elbo_params, _ = _train_steps_result("scan", objective="elbo")
@@ -145,6 +151,7 @@ def test_iwae_objective_trains_with_its_own_loss():
                            elbo_params["decoder"]["output"]["kernel"])
 
 
+@pytest.mark.slow
 def test_iwae_objective_trains_end_to_end_and_resumes(mock_mnist, tmp_path):
     config = small_config(data_dir=str(tmp_path / "tfds"), objective="iwae", iwae_samples=3)
     training.train_and_evaluate(config, str(tmp_path / "run"))
@@ -167,6 +174,7 @@ def test_bad_objective_and_schedule_fields_are_named(overrides, message):
         vae_jax.app.configs.validate(small_config(**overrides))
 
 
+@pytest.mark.slow
 def test_cosine_schedule_decays_to_zero_and_fixes_num_epochs(mock_mnist, tmp_path):
     optimizer = builders.optimizer(small_config(lr_schedule="cosine", num_epochs=2), 4)
     params = {"w": np.ones(3, np.float32)}
@@ -190,6 +198,7 @@ def test_checkpoint_without_fields_added_later_resumes_as_their_defaults():
     assert vae_jax.app.checkpointing.incompatible_fields(saved, changed) == ["lr_schedule"]
 
 
+@pytest.mark.slow
 def test_a_run_in_a_sweep_folder_is_refused_in_one_line(mock_mnist, tmp_path):
     from vae_jax.app import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
 

@@ -220,6 +220,7 @@ def test_a_data_dir_that_cannot_hold_the_dataset_is_a_data_error(case, tmp_path)
         data.load_image_dataset("mnist", str(data_dir))
 
 
+@pytest.mark.slow
 def test_the_issue_example_another_datasets_files_is_one_line(tmp_path):
     result = run_script("train.py", f"--workdir={tmp_path / 'run'}", "--config.num_epochs=1",
                         f"--config.manual_dir={real_data_dir('fashion_mnist')}",
@@ -231,6 +232,7 @@ def test_the_issue_example_another_datasets_files_is_one_line(tmp_path):
 
 # --- Noise and debris -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tensorflow_loads_quietly_whatever_jax_set_before():
     # JAX sets TF_CPP_MIN_LOG_LEVEL=1 on import; TensorFlow's oneDNN notice ignores that level.
     code = ("import os, jax\nfrom vae_jax.app import data\ndata._import_tfds()\n"
@@ -244,6 +246,7 @@ def test_tensorflow_loads_quietly_whatever_jax_set_before():
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_an_offline_download_ends_with_our_line_and_leaves_no_debris(tmp_path):
     data_dir = tmp_path / "tfds"
     theirs = data_dir / "downloads" / "mnist" / "someone_elses.gz.tmp.0123"

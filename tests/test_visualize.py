@@ -52,6 +52,7 @@ def pngs(folder):
     return {name[:-4] for name in os.listdir(folder) if name.endswith(".png")}
 
 
+@pytest.mark.slow
 def test_load_run_restores_the_checkpoint_and_its_dataset(mocked_runs):
     run = runs.load_run(mocked_runs["vae"])
     assert run.step == 8 and run.epoch == 2 and run.workdir == os.path.abspath(mocked_runs["vae"])
@@ -69,6 +70,7 @@ def test_load_run_restores_the_checkpoint_and_its_dataset(mocked_runs):
         runs.load_run(mocked_runs["vae"], step=5)
 
 
+@pytest.mark.slow
 def test_visualize_script_writes_the_pictures_of_a_vae(mocked_runs, tmp_path):
     out = tmp_path / "pictures"
     result = run_visualize(f"--workdir={mocked_runs['vae']}", f"--out={out}", "--step=4")
@@ -80,6 +82,7 @@ def test_visualize_script_writes_the_pictures_of_a_vae(mocked_runs, tmp_path):
     assert "manifold" in result.stdout and "latent_dim=4" in result.stdout  # skipped, and why
 
 
+@pytest.mark.slow
 def test_visualize_a_2d_autoencoder_draws_the_manifold_but_no_samples(mocked_runs):
     with mocked_mnist():
         written = plots.visualize_workdir(mocked_runs["ae"])
@@ -91,12 +94,14 @@ def test_visualize_a_2d_autoencoder_draws_the_manifold_but_no_samples(mocked_run
         assert_png(os.path.join(folder, f"{name}.png"))
 
 
+@pytest.mark.slow
 def test_visualize_script_errors_cleanly_without_a_checkpoint(tmp_path):
     assert_one_line_error(run_visualize(f"--workdir={tmp_path}"), "no checkpoint in")
     assert not os.listdir(tmp_path)  # nothing written
     assert_one_line_error(run_visualize(f"--workdir={tmp_path / 'missing'}"), "does not exist")
 
 
+@pytest.mark.slow
 def test_visualize_script_names_the_steps_there_are(mocked_runs):
     assert_one_line_error(run_visualize(f"--workdir={mocked_runs['vae']}", "--step=3"),
                           "no checkpoint at step 3")
