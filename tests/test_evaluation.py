@@ -165,6 +165,7 @@ def test_iwae_objective_is_differentiable_and_matches_the_bound():
     assert float(means.objective) > float(means.elbo)  # by far, for an untrained model
 
 
+@pytest.mark.slow
 def test_iwae_refuses_a_plain_autoencoder_and_bad_k():
     vae, params, x = tiny_mlp()
     with pytest.raises(vae_jax.ConfigError, match="plain autoencoder"):

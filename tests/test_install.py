@@ -263,6 +263,7 @@ class _Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stderr,shown", [(io.StringIO, False), (_Terminal, True)])
 def test_tfds_progress_bars_show_only_on_a_terminal(monkeypatch, stderr, shown):
     # While preparing, TFDS draws its bars through tqdm_utils.tqdm; piped into a log they would be

@@ -60,6 +60,7 @@ class TestShapes(chex.TestCase):
         chex.assert_shape(list(means), ())
 
 
+@pytest.mark.slow
 def test_batch_elbo_is_the_vmap_of_the_single_example_elbo(vae, x):
     params = vae.init(jax.random.key(0))
     key = jax.random.key(5)

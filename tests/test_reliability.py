@@ -360,6 +360,7 @@ def test_absurd_learning_rate_diverges_at_step_2_before_any_checkpoint(reference
     assert checkpoint_steps(tmp_path) == [] and metrics_lines(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_debug_nans_switches_jax_debug_nans_on_for_training_only(reference, tmp_path,
                                                                  monkeypatch):
     seen = []

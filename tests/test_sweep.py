@@ -220,6 +220,7 @@ def test_a_sweep_streams_and_steps_as_a_run_does_with_the_same_results(trained, 
         assert_trees_close(line, expected)
 
 
+@pytest.mark.slow
 def test_every_member_equals_its_single_run_end_to_end(trained):
     lines = run_folder.read_metrics(trained["workdir"])
     for i, single in enumerate(trained["singles"]):
