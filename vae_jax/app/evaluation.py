@@ -266,7 +266,8 @@ def evaluate_workdir(workdir: str, step: int | None = None,
                      num_samples: int = DEFAULT_NUM_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
                      seed: int | None = None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                      data_dir: str | None = None, manual_dir: str | None = None,
-                     progress: bool | None = None) -> dict[str, Any]:
+                     progress: bool | None = None,
+                     dataset: data.ImageDataset | None = None) -> dict[str, Any]:
     """Evaluates checkpoint `step` (None: the newest intact one, `vae_jax.app.runs.load_run`) of a
     `scripts/train.py` run in `workdir` on its dataset's test split, and writes the report to
     ``workdir/eval.json`` (atomically, `run_folder.write_json`; nothing else in `workdir`
@@ -279,13 +280,16 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     `kl` then equal the ``test_*`` values that training logged in ``metrics.jsonl`` for this
     checkpoint. An integer `seed` draws them from ``jax.random.key(seed)`` instead (another
     binarisation of the test set, other samples). `data_dir` and `manual_dir` override the run's
-    data location.
+    data location. A run trained on arrays in memory is evaluated on the test split of `dataset`,
+    the `data.ImageDataset` it was trained on (``workdir/dataset.json`` records it), and only so
+    (`runs.check_dataset`).
 
     Returns the report of `evaluate` with "workdir", "step", "epoch", "dataset", "binarized" and
     "seed" (None: the run's own keys) added. Raises `vae_jax.VAEJaxError` subclasses for bad
     input: a bad `num_samples`, `batch_size`, `chunk_size` or `seed` (`ConfigError`), no such
     workdir or checkpoint, or a checkpoint that does not fit the model its config describes
-    (`CheckpointError`).
+    (`CheckpointError`); a run on arrays in memory without `dataset`, or with other arrays,
+    before anything is loaded (`DataError`).
     """
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                         ("chunk_size", chunk_size)):
@@ -293,6 +297,7 @@ def evaluate_workdir(workdir: str, step: int | None = None,
                                   or value <= 0):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     check_seed(seed)
+    runs.check_dataset(workdir, dataset, data_dir, manual_dir, "evaluation.evaluate_workdir")
     _, config = runs.load_config(workdir, step)  # every checkpoint of a run has one likelihood
     if config.likelihood in _NOT_DENSITIES:
         raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
@@ -303,7 +308,7 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     if not writable:  # a finished run kept read-only: evaluate it all the same
         print(f"warning: {path} cannot be written (read-only); the report is only returned",
               file=sys.stderr, flush=True)
-    run = runs.load_run(workdir, step, data_dir, manual_dir)
+    run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     config, dataset, vae, params, step = run.config, run.dataset, run.vae, run.params, run.step
 
     key = eval_key(config, seed)

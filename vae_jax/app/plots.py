@@ -536,13 +536,15 @@ def _pairs_of_different_classes(labels: np.ndarray, count: int) -> list[tuple[in
 
 def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optional[str] = None,
                       data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                      seed: Optional[int] = None) -> dict[str, str]:
+                      seed: Optional[int] = None, dataset=None) -> dict[str, str]:
     """`visualize_run` of checkpoint `step` (None: the newest intact one) of the run in
     `workdir`, into `out_dir` (default ``workdir/plots``), reading the run only; `seed` as in
-    `visualize_run` (None: the run's own test set). Raises `vae_jax.VAEJaxError` subclasses for a
-    missing workdir, checkpoint or dataset (see `vae_jax.app.runs.load_run`), and `ConfigError`
-    for a bad `seed` or an `out_dir` that cannot be written, and `MissingDependencyError` when
-    matplotlib is not installed, before any work."""
+    `visualize_run` (None: the run's own test set); `dataset`: for a run trained on arrays in
+    memory, the `vae_jax.app.data.ImageDataset` it was trained on (`runs.load_run`). Raises
+    `vae_jax.VAEJaxError` subclasses for a missing workdir, checkpoint or dataset, a run on
+    arrays in memory without them or with other arrays (see `vae_jax.app.runs.load_run`), and
+    `ConfigError` for a bad `seed` or an `out_dir` that cannot be written, and
+    `MissingDependencyError` when matplotlib is not installed, before any work."""
     _require_matplotlib("drawing the pictures of a run")
     # pylint: disable=import-outside-toplevel
     from vae_jax.app import evaluation, run_folder, runs
@@ -550,6 +552,7 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
 
     evaluation.check_seed(seed)
     run_folder.resolve_step(workdir, step)
+    runs.check_dataset(workdir, dataset, data_dir, manual_dir, "plots.visualize_workdir")
     out_dir = out_dir or os.path.join(workdir, run_folder.PLOTS_DIR)
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -557,5 +560,5 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
     except OSError as error:
         raise ConfigError(f"cannot write the pictures to {out_dir} ({error.strerror}); pass "
                           "--out=FOLDER") from None
-    run = runs.load_run(workdir, step, data_dir, manual_dir)
+    run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     return visualize_run(run, out_dir, seed)

@@ -11,6 +11,8 @@ most one writer at a time, and readers that change nothing.
     tensorboard/        TensorBoard event files of each epoch (`tensorboard_dir`;
                         `vae_jax.app.summaries`); a sweep's members in tensorboard/II_LABEL/
     sweep.json          a sweep's grid (sweeps only)
+    dataset.json        the data of a run trained on arrays in memory (`dataset_record`); a run
+                        without it was trained on the TFDS dataset its config names
     eval.json, plots/   what the readers scripts/evaluate.py and scripts/visualize.py write
     .lock               the writer's lock (`lock`)
 
@@ -41,6 +43,7 @@ not after the first epoch.
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -56,7 +59,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax.app import checkpointing, images
-from vae_jax.errors import CheckpointError, ConfigError, WorkdirError
+from vae_jax.errors import CheckpointError, ConfigError, DataError, WorkdirError
 
 # The names of the run folder's entries, relative to the folder.
 CHECKPOINT_DIR = "checkpoints"
@@ -64,13 +67,14 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
 SWEEP_FILE = "sweep.json"
+DATASET_FILE = "dataset.json"
 IMAGES_DIR = "images"
 PLOTS_DIR = "plots"
 TENSORBOARD_DIR = "tensorboard"
 LOCK_FILE = ".lock"
 # Folders and files that training writes or replaces.
 WRITTEN_FOLDERS = (CHECKPOINT_DIR, IMAGES_DIR, TENSORBOARD_DIR)
-WRITTEN_FILES = (METRICS_FILE, CONFIG_FILE, SWEEP_FILE)
+WRITTEN_FILES = (METRICS_FILE, CONFIG_FILE, SWEEP_FILE, DATASET_FILE)
 # Filesystems without flock (some network filesystems) answer with these.
 _NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
@@ -325,6 +329,98 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
     kept_lines = [line for line in lines if _metrics_line_step(line) <= last_step]
     if kept_lines != lines:
         write_atomically(path, "".join(kept_lines))
+
+
+# --- Where the data came from -------------------------------------------------------------------
+
+IN_MEMORY = "arrays in memory"  # the "source" of a `dataset_record`
+
+
+def dataset_record(dataset: Any) -> dict[str, Any]:
+    """What ``dataset.json`` records of a `vae_jax.app.data.ImageDataset` that a run trains on
+    from memory: its name, "source" (`IN_MEMORY`), the numbers of train and test images, the
+    image shape (H, W, C) and the SHA-256 of the train and test images (the uint8 bytes, C
+    order, after their shape), so that a reader given arrays can tell whether they are the
+    run's. Labels are not part of it."""
+    def digest(images: Any) -> str:
+        images = np.ascontiguousarray(images)
+        return hashlib.sha256(repr(images.shape).encode() + images.tobytes()).hexdigest()
+
+    return {"name": dataset.name, "source": IN_MEMORY,
+            "train_examples": len(dataset.train_images),
+            "test_examples": len(dataset.test_images),
+            "image_shape": [int(n) for n in np.shape(dataset.train_images)[1:]],
+            "sha256": {"train_images": digest(dataset.train_images),
+                       "test_images": digest(dataset.test_images)}}
+
+
+def describe_dataset(record: dict[str, Any]) -> str:
+    """A `dataset_record` in words: 'NAME' (64 train and 32 test images of 8×8×1, sha256 1a2b…)."""
+    shape = "×".join(map(str, record.get("image_shape", ())))
+    digest = str(record.get("sha256", {}).get("train_images", ""))[:12]
+    return (f"{record.get('name')!r} ({record.get('train_examples')} train and "
+            f"{record.get('test_examples')} test images of {shape}, sha256 {digest}…)")
+
+
+def same_data(record: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two `dataset_record`s describe the same arrays (the name aside)."""
+    keys = ("train_examples", "test_examples", "image_shape", "sha256")
+    return all(record.get(k) == other.get(k) for k in keys)
+
+
+def read_dataset_record(workdir: str) -> dict[str, Any] | None:
+    """``workdir/dataset.json`` (`dataset_record`), or None when there is none: a run on the
+    TFDS dataset its config names. Raises `DataError` for a file that cannot be read or is not
+    such a record."""
+    path = os.path.join(workdir, DATASET_FILE)
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or "not JSON"
+        raise DataError(f"cannot read {path} ({reason}), the record of the arrays in memory the "
+                        "run was trained on; restore it, or train again") from None
+    if not isinstance(record, dict) or record.get("source") != IN_MEMORY:
+        raise DataError(f"{path} is not a record of arrays in memory (no \"source\": "
+                        f"\"{IN_MEMORY}\"); restore it, or train again")
+    return record
+
+
+def check_dataset_record(workdir: str, record: dict[str, Any] | None) -> None:
+    """Before a run trains in `workdir`: raises `DataError` when its checkpoints were trained on
+    other data than `record` describes (None: the TFDS dataset the config names) — on arrays in
+    memory when `record` is None, on a dataset by name when it is not, or on other arrays. A
+    folder without checkpoints takes any data (its old record is replaced)."""
+    if not checkpoint_steps(workdir):
+        return
+    saved = read_dataset_record(workdir)
+    if saved is None and record is not None:
+        raise DataError(f"{workdir} holds checkpoints trained on a TFDS dataset by name, not on "
+                        f"arrays in memory: resume it with dataset=None (scripts/train.py), or "
+                        "train on these arrays in another workdir")
+    if saved is not None and record is None:
+        raise DataError(f"{workdir} was trained on arrays in memory ({saved.get('name')!r}), not "
+                        "a TFDS dataset: resume it from Python with "
+                        "training.train_and_evaluate(config, workdir, dataset) (or "
+                        "sweep.train_sweep(..., dataset)) and the same arrays, or use another "
+                        "workdir")
+    if saved is not None and record is not None and not same_data(saved, record):
+        raise DataError(f"{workdir} was trained on other arrays, {describe_dataset(saved)}, "
+                        f"than {describe_dataset(record)}: resume it with the arrays it was "
+                        "trained on, or use another workdir")
+
+
+def write_dataset_record(workdir: str, record: dict[str, Any] | None) -> None:
+    """Writes `record` as ``workdir/dataset.json`` (atomically), or with None removes that file
+    (a run on a dataset by name has none). Raises the `OSError` of a file that cannot be written
+    or removed."""
+    path = os.path.join(workdir, DATASET_FILE)
+    if record is not None:
+        write_json(path, record)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 PICTURES = ("reconstructions", "samples")  # the pictures of an epoch, by name

@@ -2,6 +2,12 @@
 
     run = vae_jax.app.runs.load_run("workdirs/mnist")          # the latest checkpoint
     mean, _ = run.vae.encode(run.params, x)
+    run = vae_jax.app.runs.load_run(workdir, dataset=arrays)   # a run trained on arrays in memory
+
+A run trained on arrays in memory (``training.train_and_evaluate(config, workdir, dataset)``)
+records them in ``workdir/dataset.json`` (`run_folder.dataset_record`); its readers take the same
+`data.ImageDataset` and refuse, in one line and before loading anything, to read it without
+them or with other arrays (`check_dataset`): no reader substitutes the dataset its config names.
 
 The model is the one the checkpoint's *own* config describes (not ``workdir/config.json``, which
 belongs to the last run started there), so a checkpoint always restores into the model that wrote
@@ -23,7 +29,7 @@ import ml_collections
 
 from vae_jax.app import builders, checkpointing, configs, data, run_folder
 from vae_jax.app.run_folder import checkpoint_steps, resolve_step  # also read from here
-from vae_jax.errors import CheckpointError, DamagedCheckpointError
+from vae_jax.errors import CheckpointError, ConfigError, DamagedCheckpointError, DataError
 from vae_jax.model import VAE, Params
 
 
@@ -98,24 +104,65 @@ def load_config(workdir: str, step: int | None = None) -> tuple[int, ml_collecti
     return step, model_config(saved, workdir)
 
 
+def check_dataset(workdir: str, dataset: data.ImageDataset | None = None,
+                  data_dir: str | None = None, manual_dir: str | None = None,
+                  reader: str = "runs.load_run") -> None:
+    """Checks, before anything is loaded, that a reader of the run in `workdir` is given the data
+    it was trained on: for a run on arrays in memory (``workdir/dataset.json``,
+    `run_folder.dataset_record`) those arrays as `dataset`, for a run on a TFDS dataset by name
+    no `dataset` (its data is loaded by name, from `data_dir` and `manual_dir`).
+
+    Raises `DataError` (one line naming `reader`, the Python call that takes the arrays): a run
+    on arrays in memory without `dataset` (a script cannot evaluate it), `dataset` not the
+    run's arrays (other images, sizes or shape: the SHA-256 differs), or `dataset` for a run on a
+    dataset by name; `ConfigError` for `dataset` with `data_dir` or `manual_dir`.
+    """
+    record = run_folder.read_dataset_record(workdir)
+    if dataset is None:
+        if record is not None:
+            raise DataError(
+                f"{workdir} was trained on arrays in memory ({record.get('name')!r}), not a TFDS "
+                f"dataset: read it from Python with {reader}({workdir!r}, dataset=…), passing "
+                "the ImageDataset it was trained on")
+        return
+    data.check_in_memory(dataset)
+    if data_dir is not None or manual_dir is not None:
+        raise ConfigError("data_dir and manual_dir locate a TFDS dataset by name; pass them or "
+                          "dataset=, not both")
+    if record is None:
+        raise DataError(f"{workdir} was trained on a TFDS dataset by name, not on arrays in "
+                        f"memory: call {reader} without dataset= (it loads the run's dataset by "
+                        "name)")
+    given = run_folder.dataset_record(dataset)
+    if not run_folder.same_data(record, given):
+        raise DataError(f"{workdir} was trained on other arrays, "
+                        f"{run_folder.describe_dataset(record)}, than the dataset passed, "
+                        f"{run_folder.describe_dataset(given)}: pass the arrays it was trained on")
+
+
 def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
-             manual_dir: str | None = None) -> Run:
+             manual_dir: str | None = None, dataset: data.ImageDataset | None = None) -> Run:
     """Restores checkpoint `step` (None: the newest intact one) of the scripts/train.py run in
     `workdir`, reading only: nothing in `workdir` changes.
 
-    Loads the run's dataset (its name from the checkpoint's config; `data_dir` and `manual_dir`
-    override the run's data location), builds the model the checkpoint's config describes for
-    that dataset's image shape, and restores the params into it. With `step` None, damaged newer
-    checkpoints are skipped with a warning on stderr, as training skips them (but left in place).
+    Loads the run's dataset — for a run trained on arrays in memory, `dataset`, the
+    `data.ImageDataset` it was trained on (checked against ``workdir/dataset.json`` first,
+    `check_dataset`); else the TFDS dataset its checkpoint's config names, with `data_dir` and
+    `manual_dir` overriding the run's data location — builds the model the checkpoint's config
+    describes for that dataset's image shape, and restores the params into it. With `step`
+    None, damaged newer checkpoints are skipped with a warning on stderr, as training skips them
+    (but left in place).
 
     Raises `vae_jax.VAEJaxError` subclasses for bad input: no such workdir, checkpoint or step, no
     intact checkpoint, a damaged `step` (the message names the intact steps), or one that does
-    not fit the model its config describes (`CheckpointError`); a dataset that cannot be loaded
-    (`DataError`).
+    not fit the model its config describes (`CheckpointError`); a dataset that cannot be loaded,
+    a run on arrays in memory without them, or `dataset` not the run's arrays (`DataError`,
+    `check_dataset`, before anything is loaded).
     """
     steps = _candidates(workdir, step)
+    check_dataset(workdir, dataset, data_dir, manual_dir)
+    loaded: dict[str, Any] = {} if dataset is None else {"dataset": dataset}
     checkpointer = run_folder.checkpointer(workdir, read_only=True)
-    loaded: dict[str, Any] = {}
 
     def restore(s: int) -> tuple[ml_collections.ConfigDict, VAE, Params]:
         saved = checkpointer.saved_config(s)

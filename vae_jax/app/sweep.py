@@ -354,7 +354,8 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
     stacked state. ``config.num_devices`` (0: as many as divide N) devices share the model
     axis; input pipelines, the progress bar and several processes work as for a run. Returns the
     last metrics line (lists of N values), or {step, epoch} when there was nothing to train.
-    `dataset`: images in memory instead of the TFDS dataset ``config.dataset``, as for
+    `dataset`: images in memory instead of the TFDS dataset ``config.dataset``, recorded in
+    ``workdir/dataset.json`` and copied into each extracted member's folder, as for
     `training.train_and_evaluate`. Raises `ConfigError` for a bad config or member,
     `CheckpointError` when `workdir` holds a single run or another sweep, and what
     `training.train_and_evaluate` raises.
@@ -362,10 +363,11 @@ def train_sweep(config: ml_collections.ConfigDict, sweep: Sweep, workdir: str,
     member_configs(config, sweep)
     with run_folder.lock(workdir, distributed.is_main_process()):
         run_folder.check_writable(workdir)
-        dataset = training.load_training_data(config, dataset)
-        models = sweep_models(config, sweep, workdir, dataset[0].image_shape)
+        loaded = training.load_training_data(config, dataset)
+        models = sweep_models(config, sweep, workdir, loaded[0].image_shape)
         _check_same_sweep(workdir, models.saved_config)
-        return training.fit(models, workdir, dataset,
+        models = training.record_data(models, workdir, dataset)
+        return training.fit(models, workdir, loaded,
                             after_epoch=rate_distortion_hook(workdir, sweep))
 
 
@@ -419,8 +421,9 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     From sweep checkpoint `step` (None: the latest), writes to `out_dir` (default
     ``workdir/members/II``): ``checkpoints/STEP/`` holding `training.to_checkpoint` of the
     member's state and its own config (the base config with its swept values), ``config.json``,
-    and ``metrics.jsonl`` with the member's values of the sweep's lines up to STEP (in the format
-    of ``scripts/train.py``; epoch_time_s is the whole sweep's). ``scripts/evaluate.py`` and
+    ``metrics.jsonl`` with the member's values of the sweep's lines up to STEP (in the format
+    of ``scripts/train.py``; epoch_time_s is the whole sweep's), and, for a sweep on arrays in
+    memory, the sweep's ``dataset.json``. ``scripts/evaluate.py`` and
     ``scripts/visualize.py`` read the folder, and ``scripts/train.py`` with the member's config
     resumes it. Extracting the same step again changes nothing. Returns the folder. Holds the
     member folder's writer lock (`vae_jax.app.run_folder`) while it writes; reads the sweep's
@@ -428,6 +431,7 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     Raises `ConfigError` for an index out of range and `CheckpointError` for a missing sweep.
     """
     run = restore_sweep(workdir, step)
+    record = run_folder.read_dataset_record(workdir)
     step, sweep = run.step, run.sweep
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < sweep.size:
         raise ConfigError(f"member index must be an integer in [0, {sweep.size - 1}], got "
@@ -437,12 +441,12 @@ def extract_member(workdir: str, index: int, out_dir: str | None = None,
     out_dir = out_dir or default_dir
     with run_folder.lock(out_dir):
         run_folder.check_writable(out_dir)
-        _write_member(workdir, run, index, config, out_dir, default_dir)
+        _write_member(workdir, run, index, config, out_dir, default_dir, record)
     return out_dir
 
 
 def _write_member(workdir: str, run: SweepRun, index: int, config: ml_collections.ConfigDict,
-                  out_dir: str, default_dir: str) -> None:
+                  out_dir: str, default_dir: str, record: dict[str, Any] | None) -> None:
     step = run.step
     if os.path.abspath(out_dir) != os.path.abspath(default_dir) and os.path.isdir(
             os.path.join(default_dir, "images")):
@@ -454,6 +458,8 @@ def _write_member(workdir: str, run: SweepRun, index: int, config: ml_collection
         if member.latest_step() != step:
             member.save(step, training.to_checkpoint(training.unstack(run.state, index)), config)
     run_folder.write_config(out_dir, config)
+    # A member of a sweep on arrays in memory is a run on them: its readers must ask for them.
+    run_folder.write_dataset_record(out_dir, record)
     lines = [run_folder.member_metrics(line, index)
              for line in run_folder.read_metrics(workdir) if line["step"] <= step]
     run_folder.write_atomically(os.path.join(out_dir, run_folder.METRICS_FILE),

@@ -32,6 +32,7 @@ finite; the host reads the first bad step once per jitted call and stops with
 
 import contextlib
 import functools
+import json
 import os
 import sys
 import time
@@ -274,12 +275,18 @@ def load_training_data(config: ml_collections.ConfigDict, dataset: data.ImageDat
                        ) -> tuple[data.ImageDataset, int]:
     """`dataset`, or when None the TFDS dataset `config` names, and its steps per epoch (the last
     incomplete batch dropped); raises `ConfigError` when one batch is larger than the training
-    split, and `DataError` when `dataset`'s images are not uint8 (N, H, W, C) with a test split of
-    the same image shape."""
+    split or when ``config.dataset`` is not ``dataset.name`` (the run records one name), and
+    `DataError` when `dataset`'s images are not uint8 (N, H, W, C) with a test split of the same
+    image shape."""
     if dataset is None:
         dataset = data.load_image_dataset(config.dataset, config.data_dir, config.manual_dir)
     else:
         data.check_in_memory(dataset)
+        if config.dataset != dataset.name:
+            raise ConfigError(
+                f"config.dataset={config.dataset!r} but the arrays in memory are the "
+                f"ImageDataset {dataset.name!r}: set config.dataset={dataset.name!r} (the run "
+                f"records one name), or name the ImageDataset {config.dataset!r}")
     num_train = len(dataset.train_images)
     if config.batch_size > num_train:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
@@ -641,20 +648,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     the newest intact checkpoint there. Returns the last metrics line.
 
     The data is `dataset` when given: images in memory, uint8 (N, H, W, C) in [0, 255] as TFDS
-    gives them (`data.ImageDataset`; no TensorFlow needed), with ``config.dataset`` only naming
-    it; else the TFDS dataset ``config.dataset`` (the ``data`` extra).
+    gives them (`data.ImageDataset`; no TensorFlow needed), whose name ``config.dataset`` must
+    be; the run folder then records them (``dataset.json``: name, sizes, image shape, SHA-256,
+    `record_data`), so that its readers ask for the same arrays (``evaluation.evaluate_workdir(
+    workdir, dataset=dataset)``) instead of loading a dataset by name. Else the data is the TFDS
+    dataset ``config.dataset`` (the ``data`` extra).
 
     The run holds `workdir`'s writer lock throughout and checks before any training that it can
     write every folder and file it will (`vae_jax.app.run_folder`). Raises `ConfigError` for an
     invalid config, `WorkdirError` when another process writes `workdir`, when something in it
     cannot be written, or when a write fails mid-run (`CheckpointError` for a failed save): one
-    line saying which checkpoint is kept; `TrainingDivergedError` for a non-finite step.
+    line saying which checkpoint is kept; `TrainingDivergedError` for a non-finite step;
+    `DataError` for bad arrays, or when `workdir`'s checkpoints were trained on other data
+    (arrays in memory, a dataset by name, other arrays).
     """
     configs.validate(config)
     with run_folder.lock(workdir, distributed.is_main_process()):
         _check_not_a_sweep(workdir)
-        return fit(one_run(config, workdir), workdir,
-                   None if dataset is None else load_training_data(config, dataset))
+        loaded = None if dataset is None else load_training_data(config, dataset)
+        models = record_data(one_run(config, workdir), workdir, dataset)
+        return fit(models, workdir, loaded)
+
+
+def record_data(models: Models, workdir: str, dataset: data.ImageDataset | None) -> Models:
+    """`models`, also writing ``workdir/dataset.json`` (`run_folder.dataset_record`) when they
+    train on the arrays in memory `dataset` (None: on the TFDS dataset ``config.dataset``, whose
+    run has no such file: a stale one, of a run without checkpoints, is removed here). Call it
+    holding `workdir`'s lock, before `fit`. Raises `DataError` when `workdir`'s checkpoints were
+    trained on other data (`run_folder.check_dataset_record`), `WorkdirError` when a stale record
+    cannot be removed."""
+    record = None if dataset is None else run_folder.dataset_record(dataset)
+    run_folder.check_dataset_record(workdir, record)
+    if record is not None:
+        return models._replace(writes={**models.writes,
+                                       run_folder.DATASET_FILE: json.dumps(record, indent=2)})
+    if distributed.is_main_process():
+        with run_folder.write_errors(run_folder.DATASET_FILE, "nothing was trained"):
+            run_folder.write_dataset_record(workdir, None)
+    return models
 
 
 def _check_not_a_sweep(workdir: str) -> None:
