@@ -21,8 +21,9 @@ from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the sweep's checkpoints, metrics and "
                                "pictures.", required=True)
-_SWEEP = flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: the values of a swept field; "
-                                   "repeat for several fields (or separate them with ';').")
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "FIELD=V1,V2,...: the values of one swept "
+                                   "field, or of several separated by ';' "
+                                   "(beta=0.5,1;seed=0,1)")
 _SWEEP_MODE = flags.DEFINE_enum("sweep_mode", "grid", ["grid", "zip"],
                                 "grid: every combination of the fields' values; zip: the i-th "
                                 "values of every field together.")

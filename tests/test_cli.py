@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import REPO, real_data_dir
-from vae_jax.app import configs, data
+from vae_jax.app import cli, configs, data
 from vae_jax.errors import ConfigError
 
 TRAIN = str(REPO / "scripts" / "train.py")
@@ -183,3 +183,90 @@ def test_h_and_helpfull_exit_0():
     assert full.returncode == 0, full.stderr[-3000:]
     assert "absl.logging:" in full.stdout and "--config.latent_dim: size of z" in full.stdout
     assert "Try --helpfull" in short.stdout and "Try --helpfull" not in full.stdout
+
+
+# --help shows the values of the command line's preset and overrides, and always exits 0.
+
+MNIST_2D = "vae_jax/app/configs/mnist_2d.py"
+
+
+def _preset(path, **overrides):
+    config = cli.load_config_file(str(REPO / path))
+    config.unlock().update(overrides)
+    return config
+
+
+def _flat(text):
+    return " ".join(text.split())
+
+
+@pytest.mark.slow
+def test_help_shows_the_values_of_the_preset_and_overrides_on_the_command_line():
+    result = run_script("train", f"--config={MNIST_2D}", "--config.beta", "0.5", "--help")
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    assert (f"config fields (--config.FIELD=value), with the values of {MNIST_2D} and the "
+            "--config.FIELD overrides of the command line:") in _flat(result.stdout)
+    assert configs.field_help(100, _preset(MNIST_2D, beta=0.5)) in result.stdout
+    assert "  --config.latent_dim: size of z\n    (default: 2)\n" in result.stdout
+    # The preset alone, --config FILE spelled with a space.
+    alone = run_script("train", "--config", MNIST_2D, "-h")
+    assert alone.returncode == 0 and alone.stderr == "", alone.stderr[-3000:]
+    assert f"with the values of {MNIST_2D}:" in _flat(alone.stdout)
+    assert configs.field_help(100, _preset(MNIST_2D)) in alone.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,note,shown", [
+    (["--bogus"], None, "default.py's defaults:"),
+    (["--config.nonsense=3"], "note: bad --config override (no config field 'nonsense'); the "
+                              "values below leave the overrides out", "default.py's defaults:"),
+    ([f"--config={MNIST_2D}", "--config.latent_dim=x"],
+     "note: bad --config override (flag --config.latent_dim=x: invalid literal for int() with "
+     "base 10: 'x'); the values below leave the overrides out", f"the values of {MNIST_2D}:"),
+    (["--config=/nonexist.py"], "note: --config could not be read (config file /nonexist.py "
+                                "does not exist;", "default.py's defaults:"),
+    (["--config=vae_jax/app/configs/mnist_2.py", "--config.latent_dim=3"],
+     "note: --config could not be read (config file vae_jax/app/configs/mnist_2.py does not "
+     "exist; did you mean vae_jax/app/configs/mnist_2d.py?); the values below are default.py's",
+     "default.py's defaults and the --config.FIELD overrides of the command line:"),
+])
+def test_help_exits_0_whatever_else_is_on_the_line(extra, note, shown):
+    for args in ([*extra, "--help"], ["--help", *extra]):
+        result = run_script("train", *args)
+        assert result.returncode == 0, (args, result.stderr[-3000:])
+        assert result.stderr == "" and result.stdout.startswith("Usage: python scripts/train.py")
+        text = _flat(result.stdout)
+        assert f"config fields (--config.FIELD=value), with {shown}" in text
+        assert (note in text) if note else ("note:" not in text), text
+        assert "--config.latent_dim: size of z" in text
+
+
+@pytest.mark.slow
+def test_without_help_a_bad_override_is_still_one_line(tmp_path):
+    result = run_script("train", f"--workdir={tmp_path}", "--config.nonsense=3")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: bad --config override: no config field 'nonsense'\n")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_help_names_no_machine_path_and_sweep_help_reads_once():
+    for script in ("train", "sweep"):
+        result = run_script(script, "--help")
+        assert "(default: 'vae_jax/app/configs/default.py')" in result.stdout
+        # (absl heads the script's flags with the script's path as it was run: REPO/scripts/…)
+        assert str(REPO / "vae_jax") not in result.stdout
+    sweep_flag = result.stdout.split("\n  --sweep:")[1].split("\n  --")[0]
+    assert _flat(sweep_flag) == (
+        "FIELD=V1,V2,...: the values of one swept field, or of several separated by ';' "
+        "(beta=0.5,1;seed=0,1); repeat this option to specify a list of values (default: '[]')")
+
+
+def test_config_arguments_are_found_before_double_dash():
+    argv = ["train.py", "--config", "F.py:2", "--workdir", "w", "--config.latent_dim", "3",
+            "--noconfig.binarize", "--config.beta=2", "-h", "--", "--config=G.py"]
+    assert cli._config_arguments(argv) == (  # pylint: disable=protected-access
+        ["--config", "F.py:2"], ["--config.latent_dim", "3", "--noconfig.binarize",
+                                 "--config.beta=2"])
+    assert cli._config_arguments(["p", "--config", "--help"]) == (  # pylint: disable=W0212
+        ["--config"], [])

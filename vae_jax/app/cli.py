@@ -9,6 +9,7 @@ import difflib
 import glob
 import inspect
 import os
+import re
 import sys
 import textwrap
 import traceback
@@ -25,12 +26,23 @@ from vae_jax.errors import ConfigError, VAEJaxError
 _OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
 
+def _override_message(error: Exception) -> str:
+    message = str(error).replace("\\'", "'").replace("\\n", " ")
+    if isinstance(error, (KeyError, AttributeError)):  # ml_collections: the field's repr
+        message = message.strip("'\"")
+        if message.isidentifier():
+            return f"no config field {message!r}"
+    return message
+
+
 def _exit_bad_override(error: Exception, usage: str):
-    message = str(error).strip("'\"").replace("\\'", "'").replace("\\n", " ")
-    sys.exit(f"error: bad --config override: {message}\nUsage: {usage}")
+    sys.exit(f"error: bad --config override: {_override_message(error)}\nUsage: {usage}")
 
 
-_PRESETS_HINT = "a preset such as vae_jax/app/configs/default.py"
+# The presets' folder as help and messages name it: relative to the repository (or site-packages),
+# so that no machine's path is printed.
+_PRESETS_SHOWN = "vae_jax/app/configs"
+_PRESETS_HINT = f"a preset such as {_PRESETS_SHOWN}/default.py"
 
 
 def _presets() -> list[str]:
@@ -175,38 +187,129 @@ class _ConfigFileParser(flags.ArgumentParser):
         return "config object"
 
 
-def define_config_flag(usage: str) -> flags.FlagHolder:
-    """Defines ``--config`` (a preset file, default `configs.DEFAULT_CONFIG`, locked so that an
-    unknown field is an error). ml_collections reads the overrides already here, so a bad one
-    exits at once. A ``--config=FILE`` on the command line is read by `load_config_file` when
-    the flags are parsed (`flags_parser` prints its `ConfigError`)."""
-    try:
-        holder = config_flags.DEFINE_config_file(
-            "config", configs.DEFAULT_CONFIG,
-            "Preset config file: one of the presets listed below, or a file of yours whose "
-            "get_config() returns an ml_collections.ConfigDict of the config fields below; set a "
-            "field with --config.FIELD=value.", lock_config=True)
-    except _OVERRIDE_ERRORS as error:
-        _exit_bad_override(error, usage)
-        raise  # unreachable: sys.exit raised
-    # The default was read above; the file given on the command line is read at parse time.
-    flags.FLAGS[holder.name].parser = _ConfigFileParser(holder.name)
-    return holder
-
-
 # Command-line arguments that ask for help (absl also reads a single dash), and whether they ask
 # for every flag of every module (absl's --helpfull) rather than the script's own.
 _HELP_ARGUMENTS = {"--help": False, "-help": False, "-h": False, "-?": False,
                    "--helpshort": False, "-helpshort": False, "--helpfull": True, "-helpfull": True}
 
 
-def help_text(usage: str, full: bool = False) -> str:
+def _help_request(argv: list[str]) -> bool | None:
+    """None when no argument of `argv` (after the program, before any ``--``) asks for help, else
+    whether the first that does asks for every module's flags (``--helpfull``)."""
+    for argument in argv[1:]:
+        if argument == "--":
+            return None
+        if argument in _HELP_ARGUMENTS:
+            return _HELP_ARGUMENTS[argument]
+    return None
+
+
+def define_config_flag(usage: str) -> flags.FlagHolder:
+    """Defines ``--config`` (a preset file, default `configs.DEFAULT_CONFIG`, locked so that an
+    unknown field is an error; help shows the default as ``vae_jax/app/configs/default.py``).
+    ml_collections reads the overrides already here, so a bad one exits at once, unless the
+    command line asks for help (`flags_parser` then prints the help, whatever else is on the
+    line). A ``--config=FILE`` on the command line is read by `load_config_file` when the flags
+    are parsed (`flags_parser` prints its `ConfigError`)."""
+    asks_help = _help_request(sys.argv) is not None
+    try:
+        holder = config_flags.DEFINE_config_file(
+            "config", configs.DEFAULT_CONFIG,
+            "Preset config file: one of the presets listed below, or a file of yours whose "
+            "get_config() returns an ml_collections.ConfigDict of the config fields below; set a "
+            "field with --config.FIELD=value.", lock_config=True,
+            sys_argv=sys.argv[:1] if asks_help else None)  # --help: no overrides to read
+    except _OVERRIDE_ERRORS as error:
+        _exit_bad_override(error, usage)
+        raise  # unreachable: sys.exit raised
+    # The default was read above; the file given on the command line is read at parse time.
+    flag = flags.FLAGS[holder.name]
+    flag.parser = _ConfigFileParser(holder.name)
+    flag.default_as_str = repr(f"{_PRESETS_SHOWN}/{os.path.basename(configs.DEFAULT_CONFIG)}")
+    return holder
+
+
+def _config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The ``--config=FILE`` (or ``--config FILE``) arguments of `argv` and its
+    ``--config.FIELD[=value]`` overrides (with their value when it is the next argument), before
+    any ``--``."""
+    files, overrides = [], []
+    arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    for i, argument in enumerate(arguments):
+        for pattern, into in ((r"-{1,2}config(=|$)", files), (r"-{1,2}(no)?config\.", overrides)):
+            if re.match(pattern, argument):
+                into.append(argument)
+                # The value may follow (the scripts take no positional arguments).
+                value = arguments[i + 1] if "=" not in argument and i + 1 < len(arguments) else None
+                if value is not None and value not in _HELP_ARGUMENTS and (
+                        into is files or not value.startswith("-")):
+                    into.append(value)
+    return files, overrides
+
+
+def _read_config(program: str, arguments: list[str]) -> ml_collections.ConfigDict:
+    """The config that ``--config`` arguments `arguments` (``--config=FILE``, overrides) give, read
+    as the scripts read it, in flags of its own (the script's flags are left alone). Raises
+    `ConfigError` (the file) or `flags.Error` / `_OVERRIDE_ERRORS` (an override)."""
+    flag_values = flags.FlagValues()
+    argv = [program, *arguments]
+    holder = config_flags.DEFINE_config_file("config", configs.DEFAULT_CONFIG, lock_config=True,
+                                             flag_values=flag_values, sys_argv=argv)
+    flag_values["config"].parser = _ConfigFileParser("help")
+    try:
+        flag_values(argv)
+    except flags.Error as error:
+        if isinstance(error.__context__, ConfigError):  # absl wraps the parser's ValueError
+            raise error.__context__ from None
+        raise
+    return holder.value
+
+
+def _help_config(argv: list[str]) -> tuple[ml_collections.ConfigDict, str, list[str]]:
+    """The config whose values ``--help`` shows for the command line `argv`, what they are (for
+    the header) and notes on what could not be read: the ``--config=FILE`` preset with the
+    ``--config.FIELD`` overrides; a preset that does not load gives default.py's values, an
+    override that does not apply the values without the overrides, each with a note."""
+    files, overrides = _config_arguments(argv)
+    config, source, notes = configs.get_default(), "default.py's defaults", []
+    if files:
+        try:
+            config = _read_config(argv[0], files)
+            name = files[-1].partition("=")[2] if "=" in files[-1] else files[-1]
+            source = f"the values of {name}"
+        except (ConfigError, flags.Error) as error:
+            notes.append(f"note: --config could not be read ({error}); the values below are "
+                         "default.py's")
+            files = []
+    if overrides:
+        try:
+            config = _read_config(argv[0], files + overrides)
+            source += " and the --config.FIELD overrides of the command line"
+        except (ConfigError, flags.Error, *_OVERRIDE_ERRORS) as error:
+            notes.append(f"note: bad --config override ({_override_message(error)}); the values "
+                         "below leave the overrides out")
+    return config, source, notes
+
+
+def _wrap(text: str, width: int, indent: str = "  ") -> str:
+    """`text` wrapped to `width` columns as absl wraps a flag's help: `indent` on the first line,
+    two spaces more on the others."""
+    return "\n".join(textwrap.wrap(text, width, initial_indent=indent,
+                                   subsequent_indent=indent + "  ", break_on_hyphens=False,
+                                   break_long_words=False))
+
+
+def help_text(usage: str, full: bool = False, argv: list[str] | None = None) -> str:
     """What ``--help`` prints: the `usage` line, the ``__main__`` module's docstring, the script's
     flags (absl's short help, with the flags this module defined for it: ``--config``,
     ``--data_dir``, …; with `full`, every module's flags) and, for a script with ``--config``,
     the preset files with their docstrings' first paragraph and every config field as
-    ``--config.FIELD`` with its default and meaning (`configs.field_help`). Lines are wrapped to
-    absl's help width (the terminal's, else 80 columns)."""
+    ``--config.FIELD`` with its value and meaning (`configs.field_help`). The values are those of
+    the ``--config=FILE`` and ``--config.FIELD=value`` arguments of the command line `argv`
+    (default `sys.argv`), or default.py's, with a note line on what could not be read
+    (`_help_config`). Lines are wrapped to absl's help width (the terminal's, else 80
+    columns)."""
+    argv = sys.argv if argv is None else argv
     width = flags.get_help_width()
     main_module = sys.argv[0]  # absl's name of the script's module
     for flag in flags.FLAGS.get_flags_for_module(__name__):
@@ -219,20 +322,21 @@ def help_text(usage: str, full: bool = False) -> str:
     if flag_help:
         parts.append("flags:\n" + flag_help.rstrip())
     if "config" in flags.FLAGS:
-        presets = ["\n".join(textwrap.wrap(f"{name}: {_preset_summary(name)}".rstrip(": "), width,
-                                            initial_indent="  ", subsequent_indent="    ",
-                                            break_on_hyphens=False)) for name in _presets()]
-        parts.append("presets (--config=vae_jax/app/configs/NAME.py):\n" + "\n".join(presets))
-        parts.append("config fields (--config.FIELD=value), with default.py's defaults:\n"
-                     + configs.field_help(width))
+        presets = [_wrap(f"{name}: {_preset_summary(name)}".rstrip(": "), width)
+                   for name in _presets()]
+        parts.append(f"presets (--config={_PRESETS_SHOWN}/NAME.py):\n" + "\n".join(presets))
+        config, source, notes = _help_config(argv)
+        parts += [_wrap(note, width, indent="") for note in notes]
+        parts.append(_wrap(f"config fields (--config.FIELD=value), with {source}:", width,
+                           indent="") + "\n" + configs.field_help(width, config))
     if not full:
         parts.append("Try --helpfull to get a list of all flags.")
     return "\n\n".join(parts) + "\n"
 
 
-def _print_help_and_exit(usage: str, full: bool) -> None:
+def _print_help_and_exit(usage: str, full: bool, argv: list[str]) -> None:
     try:
-        sys.stdout.write(help_text(usage, full))
+        sys.stdout.write(help_text(usage, full, argv))
         sys.stdout.flush()
     except BrokenPipeError:  # `--help | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -243,14 +347,12 @@ def flags_parser(usage: str) -> Callable:
     """absl's flag parsing for ``app.run(main, flags_parser=...)``, with bad flags and bad
     ``--config.FIELD`` overrides reported in one line, and ``--help`` / ``-h`` /
     ``--helpshort`` / ``--helpfull`` (before any ``--``) printing `help_text` and exiting 0
-    before any other flag is checked."""
+    before any other flag is checked, whatever else is on the command line."""
 
     def parse(argv):
-        for argument in argv[1:]:
-            if argument == "--":
-                break
-            if argument in _HELP_ARGUMENTS:
-                _print_help_and_exit(usage, full=_HELP_ARGUMENTS[argument])
+        full = _help_request(argv)
+        if full is not None:
+            _print_help_and_exit(usage, full, argv)
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:

@@ -203,16 +203,19 @@ TABLE_START = "<!-- config-fields:start (generated: configs.write_field_table) -
 TABLE_END = "<!-- config-fields:end -->"
 
 
-def _field_defaults() -> list[tuple[str, object, str]]:
-    """(field, default, meaning) in `FIELD_HELP`'s order; raises `ConfigError` when `FIELD_HELP`
-    and the default preset do not name the same fields."""
+def _field_defaults(config: ml_collections.ConfigDict | None = None
+                    ) -> list[tuple[str, object, str]]:
+    """(field, value, meaning) in `FIELD_HELP`'s order, with the values of `config` (default: the
+    default preset's); raises `ConfigError` when `FIELD_HELP` and the default preset do not name
+    the same fields."""
     default = get_default()
     undescribed = sorted(set(default.keys()) - set(FIELD_HELP))
     unknown = sorted(set(FIELD_HELP) - set(default.keys()))
     if undescribed or unknown:
         raise ConfigError(f"configs.FIELD_HELP and default.py disagree: no meaning for "
                           f"{undescribed or 'none'}, a meaning of no field: {unknown or 'none'}")
-    return [(field, default[field], meaning) for field, meaning in FIELD_HELP.items()]
+    values = default if config is None else config
+    return [(field, values[field], meaning) for field, meaning in FIELD_HELP.items()]
 
 
 def _markdown_default(value) -> str:
@@ -233,12 +236,13 @@ def field_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def field_help(width: int = 80) -> str:
+def field_help(width: int = 80, config: ml_collections.ConfigDict | None = None) -> str:
     """The config fields as plain text for ``--help``, in absl's layout: for each field a line
     ``  --config.FIELD: meaning`` (wrapped to `width` columns, backquotes dropped) and
-    ``    (default: VALUE)`` with default.py's value as Python writes it."""
+    ``    (default: VALUE)`` with the value of `config` (a preset with the fields of default.py;
+    None: default.py's) as Python writes it. Raises `KeyError` when `config` lacks a field."""
     lines = []
-    for field, value, meaning in _field_defaults():
+    for field, value, meaning in _field_defaults(config):
         lines += textwrap.wrap(f"--config.{field}: {meaning.replace('`', '')}", width,
                                initial_indent="  ", subsequent_indent="    ",
                                break_on_hyphens=False)
