@@ -369,6 +369,71 @@ def test_train_py_names_an_unwritable_checkpoints_folder_at_once(tmp_path):
     assert_one_line_error(result, f"{folder} is not writable")
 
 
+def _entries(folder: str) -> dict[str, tuple[int, int]]:
+    """Every entry under `folder` (links and pipes not followed nor opened): its mode and size."""
+    entries = {}
+    for root, folders, files in os.walk(folder):
+        for name in folders + files:
+            status = os.lstat(os.path.join(root, name))
+            entries[os.path.relpath(os.path.join(root, name), folder)] = (status.st_mode,
+                                                                          status.st_size)
+    return entries
+
+
+def _make_wrong_kind(path: str, kind: str, is_folder: bool) -> None:
+    """Puts at `path` something that is not what training writes there."""
+    if kind == "other kind":
+        if is_folder:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write("not a folder")
+        else:
+            os.mkdir(path)
+            with open(os.path.join(path, "inside"), "w", encoding="utf-8") as file:
+                file.write("kept")
+    elif kind == "broken link":
+        os.symlink(os.path.join(os.path.dirname(path), "nowhere"), path)
+    else:
+        os.mkfifo(path)
+
+
+WRONG_KINDS = ("other kind", "broken link", "named pipe")
+
+
+@pytest.mark.parametrize("name,is_folder,kind", [
+    *((name, True, kind) for name in run_folder.WRITTEN_FOLDERS for kind in WRONG_KINDS),
+    *((name, False, kind) for name in run_folder.WRITTEN_FILES for kind in WRONG_KINDS),
+    # The run folder itself (a file there: check_folder's own message, test_reliability.py).
+    *(("", True, kind) for kind in WRONG_KINDS[1:])])
+def test_a_path_of_the_wrong_kind_is_told_to_move_not_to_chmod(name, is_folder, kind, tmp_path):
+    workdir = str(tmp_path / "run")
+    path = os.path.join(workdir, name) if name else workdir
+    if name:
+        os.mkdir(workdir)
+    _make_wrong_kind(path, kind, is_folder)
+    before = _entries(str(tmp_path))
+    want = "a folder" if is_folder else "a file"
+    found = {"other kind": "a file" if is_folder else "a folder",
+             "broken link": "a broken symbolic link (to ",
+             "named pipe": "neither a file nor a folder"}[kind]
+    with pytest.raises(vae_jax.WorkdirError) as error:
+        run_folder.check_writable(workdir)
+    message = str(error.value)
+    assert message.startswith(f"{path} is {found}"), message
+    assert f"but training writes {want} there; move it away" in message
+    assert "chmod" not in message and "chattr" not in message
+    assert _entries(str(tmp_path)) == before
+
+
+@pytest.mark.slow
+def test_train_py_names_a_tensorboard_file_where_the_folder_goes(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "tensorboard").write_text("a file")
+    result = subprocess.run([sys.executable, TRAIN, f"--workdir={tmp_path / 'run'}"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert_one_line_error(result, f"{tmp_path / 'run' / 'tensorboard'} is a file, but training "
+                                  "writes a folder there; move it away")
+
+
 @pytest.mark.slow
 def test_a_save_that_fails_mid_run_stops_at_once_and_the_next_run_resumes(reference, tmp_path):
     workdir, data_dir = str(tmp_path / "run"), reference[1]

@@ -190,20 +190,24 @@ def check_writable(workdir: str) -> None:
     checkpoints, and a damaged one is renamed), every folder under ``tensorboard/`` (a sweep
     member's event files go in its own), and the files of `WRITTEN_FILES` that exist; on
     Linux, none of them may be immutable or append-only (``chattr +i`` / ``+a``), which stops
-    even root from replacing or deleting them.
+    even root from replacing or deleting them. Each of `workdir`, `WRITTEN_FOLDERS` and
+    `WRITTEN_FILES` that exists must be of its kind (a folder, a regular file): a file where a
+    folder goes, a folder where a file goes, a broken link, a pipe… is told to be moved away, not
+    to be made writable.
 
     Raises:
       WorkdirError: naming the first folder or file that cannot be written, and the fix.
     """
+    if os.path.lexists(workdir) and not os.path.isfile(workdir):  # a file: check_folder says so
+        _check_kind(workdir, is_folder=True)
     check_folder(workdir)
     _check_replaceable(workdir, is_folder=True)
     for name in WRITTEN_FOLDERS:
         folder = os.path.join(workdir, name)
         if not os.path.lexists(folder):
             continue
+        _check_kind(folder, is_folder=True)
         try:
-            if not os.path.isdir(folder):
-                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
             probe_write(folder)
         except OSError as error:
             raise _not_writable(folder, error.strerror) from None
@@ -221,9 +225,31 @@ def check_writable(workdir: str) -> None:
     for name in WRITTEN_FILES:
         path = os.path.join(workdir, name)
         if os.path.lexists(path):
+            _check_kind(path, is_folder=False)
             if not os.access(path, os.W_OK):
                 raise _not_writable(path, "Permission denied")
             _check_replaceable(path, is_folder=False)
+
+
+def _kind(path: str) -> str:
+    """What `path` (which exists, maybe as a broken link) is: "a folder", "a file", …"""
+    if os.path.isdir(path):
+        return "a folder"
+    if os.path.isfile(path):
+        return "a file"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"a broken symbolic link (to {os.readlink(path)})"
+    return "neither a file nor a folder (a pipe, socket or device)"
+
+
+def _check_kind(path: str, is_folder: bool) -> None:
+    """Raises `WorkdirError` when `path`, which exists, is not a folder (`is_folder`) or not a
+    regular file where training writes one: permissions cannot fix that, moving it away can."""
+    want = "a folder" if is_folder else "a file"
+    kind = _kind(path)
+    if kind != want:
+        raise WorkdirError(f"{path} is {kind}, but training writes {want} there; move it away "
+                           "(or delete it) and run again, or use another --workdir")
 
 
 def _not_writable(path: str, reason: str) -> WorkdirError:
