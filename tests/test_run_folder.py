@@ -327,6 +327,7 @@ OLDEST = STEPS_PER_EPOCH * (NUM_EPOCHS - 2)  # the checkpoint the next save dele
     (f"checkpoints/{OLDEST}", "a"),  # files can be added, not deleted
     (f"checkpoints/{OLDEST}/commit_success.txt", "i"),  # one file Orbax must delete
     ("metrics.jsonl", "i"), ("config.json", "a")])
+@pytest.mark.slow
 def test_a_folder_or_file_training_cannot_write_is_an_error_before_training(
         target, attribute, reference, run_copy):
     if attribute == "a" and os.geteuid() != 0:
