@@ -99,6 +99,7 @@ def test_elbo_hand_computed():
         np.testing.assert_allclose(terms.elbo, reconstruction - kl, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_is_the_batch_mean_of_the_negative_objective(vae, x):
     params = vae.init(jax.random.key(0))
     value, means = objectives.loss(vae, params, x, jax.random.key(1), 2.0)

@@ -427,6 +427,7 @@ def test_check_unit_interval(x, message):
             data.check_unit_interval(x)
 
 
+@pytest.mark.slow
 def test_data_outside_the_unit_interval_is_rejected_before_training(reference, tmp_path,
                                                                     monkeypatch):
     to_unit_interval = data.to_unit_interval
