@@ -1,10 +1,11 @@
 """The private switch for the backend-specific speed paths (not part of the API).
 
-Two pieces of vae_jax are tuned for XLA:CPU: the bfloat16 dense layers' `networks._mixed_matmul`
-and, in the application, the straight-line threefry of `vae_jax.app._threefry` (run keys and
+Three pieces of vae_jax are tuned for XLA:CPU: the bfloat16 dense layers' `networks._mixed_matmul`,
+the convolutional networks' strided convolutions as matrix products (`vae_jax._cpu_conv`) and, in
+the application, the straight-line threefry of `vae_jax.app._threefry` (run keys and
 binarisation). Each is chosen where it is used, at trace time, only when `on_cpu()`; otherwise
 the plain Flax / `jax.random` code runs, which computes the same numbers (threefry: bit for bit;
-bfloat16 products: to bfloat16 rounding).
+bfloat16 products: to bfloat16 rounding; convolutions: to float32 rounding).
 
 The environment variable ``VAE_JAX_FAST_PATHS=0``, read once when vae_jax is imported, turns them
 off everywhere; `disabled()` turns them off for a block (tests). The choice is made when a

@@ -18,7 +18,9 @@ to bfloat16 rounding:
   own mixed precision, ``nn.Dense(dtype=jnp.bfloat16, param_dtype=jnp.float32)``.
 
 The convolutional networks compute in bfloat16 throughout, rounding every layer's output to 8
-significant bits.
+significant bits. Their 4×4 stride-2 convolutions and transposed convolutions are Flax's
+``nn.Conv`` / ``nn.ConvTranspose`` (the same params and names, so the same checkpoints); on a CPU
+backend, with the fast paths on, they are computed as matrix products (`vae_jax._cpu_conv`).
 """
 
 import math
@@ -29,29 +31,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax import _fast_paths
+from vae_jax import _cpu_conv, _fast_paths
+from vae_jax._cpu_conv import _contract_last, _transposed
 from vae_jax.errors import ShapeError
 
 # Dense kernels start as PyTorch's nn.Linear does, U(±1/√fan_in): after 10 epochs of the default
 # MNIST model this gave a test −ELBO about 0.5 nats lower than Flax's lecun_normal (seeds 0 and 1).
 _KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-
-def _contract_last(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x (..., K) · w (K, N) → (..., N), in float32."""
-    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
-
-
-def _transposed(x: jax.Array) -> jax.Array:
-    """xᵀ for a matrix x, laid out row by row in memory.
-
-    XLA would otherwise fold the transpose into the product that follows, which then contracts
-    both operands over their first axis, and XLA:CPU runs that form of a bfloat16 product about
-    4× slower than the row-major one (in Eigen rather than YNNPACK). The barrier keeps the
-    transposed copy.
-    """
-    return jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(x.shape[::-1])
 
 
 @jax.custom_vjp
@@ -167,6 +153,33 @@ def check_conv_shape(image_shape: Sequence[int], channels: Sequence[int]) -> Non
             f"(H, W, C) with H and W divisible by {factor}; got {tuple(image_shape)}")
 
 
+class _StridedConv(nn.Module):
+    """A 4×4 stride-2 'SAME' convolution (``transpose=False``) or transposed convolution: the
+    params, names and output of ``nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME")`` or
+    ``nn.ConvTranspose(...)`` with the same arguments, computed as `_cpu_conv`'s matrix products
+    on a CPU backend (decided when traced, `_fast_paths.on_cpu`) and by ``jax.lax`` elsewhere."""
+
+    features: int
+    transpose: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (4, 4, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        even = x.shape[-3] % 2 == 0 and x.shape[-2] % 2 == 0
+        if self.transpose:
+            y = (_cpu_conv.conv_up(x, kernel) if _fast_paths.on_cpu()
+                 else jax.lax.conv_transpose(x, kernel, (2, 2), "SAME"))
+        else:
+            y = (_cpu_conv.conv_down(x, kernel) if _fast_paths.on_cpu() and even
+                 else jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME",
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        return y + bias
+
+
 class ConvEncoder(nn.Module):
     """x (H, W, C) → (μ, log σ²): stride-2 4×4 ReLU convolutions with `channels`, a ReLU dense
     layer of `hidden_dim`, then linear heads."""
@@ -181,9 +194,8 @@ class ConvEncoder(nn.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
         batch_shape = x.shape[:-3]
         h = jnp.reshape(x, (-1,) + x.shape[-3:])
-        for width in self.channels:
-            h = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
-                                dtype=self.dtype)(h))
+        for i, width in enumerate(self.channels):
+            h = nn.relu(_StridedConv(width, dtype=self.dtype, name=f"Conv_{i}")(h))
         h = jnp.reshape(h, batch_shape + (-1,))
         h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(h))
         return _heads(h, self.latent_dim, self.stochastic, self.dtype)
@@ -207,9 +219,9 @@ class ConvDecoder(nn.Module):
         h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(
             jnp.reshape(z, (-1, z.shape[-1]))))
         h = nn.relu(nn.Dense(math.prod(start), dtype=self.dtype)(h)).reshape((-1,) + start)
-        for channels in list(self.channels[-2::-1]):
-            h = nn.relu(nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME",
-                                         dtype=self.dtype)(h))
-        h = nn.ConvTranspose(out_channels, (4, 4), strides=(2, 2), padding="SAME",
-                             dtype=self.dtype, name="output")(h).astype(jnp.float32)
+        for i, channels in enumerate(self.channels[-2::-1]):
+            h = nn.relu(_StridedConv(channels, transpose=True, dtype=self.dtype,
+                                     name=f"ConvTranspose_{i}")(h))
+        h = _StridedConv(out_channels, transpose=True, dtype=self.dtype,
+                         name="output")(h).astype(jnp.float32)
         return jnp.reshape(h, batch_shape + tuple(self.output_shape))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vae_jax import likelihoods, model as model_lib, objectives
+from vae_jax import _fast_paths, likelihoods, model as model_lib, objectives
 from vae_jax.app import prng
 
 MODELS = ("vae", "ae")
@@ -111,12 +111,15 @@ def components(config: ml_collections.ConfigDict, input_shape: Sequence[int],
 
 
 def resolve_train_loop(config: ml_collections.ConfigDict) -> str:
-    """`config.train_loop`, with "auto" made concrete: "step" for convolutional networks on a CPU
-    backend (XLA:CPU runs convolutions inside a loop body several times slower than on their
-    own), "scan" otherwise."""
+    """`config.train_loop`, with "auto" made concrete: "scan", except "step" for convolutional
+    networks on a CPU backend with the fast paths off (``VAE_JAX_FAST_PATHS=0``): XLA:CPU's own
+    convolutions run several times slower inside a loop body than on their own, while the
+    matrix products that replace them on the fast paths (`vae_jax._cpu_conv`) do not."""
     if config.train_loop != "auto":
         return config.train_loop
-    return "step" if config.architecture == "conv" and jax.default_backend() == "cpu" else "scan"
+    slow_convs = (config.architecture == "conv" and jax.default_backend() == "cpu"
+                  and not _fast_paths.enabled())
+    return "step" if slow_convs else "scan"
 
 
 class RunKeys(NamedTuple):

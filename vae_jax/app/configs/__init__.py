@@ -178,8 +178,9 @@ FIELD_HELP = {
     "lr_schedule": "`constant`, or `cosine`: decay to 0 over `num_epochs` (such a run cannot be "
                    "resumed with another `num_epochs`)",
     "train_loop": "`scan`: each call runs many steps in one `lax.scan`; `step`: one jitted call "
-                  "per step (XLA:CPU runs convolutions in a loop body several times slower); "
-                  "`auto`: `step` for conv on CPU, else `scan`. Same results",
+                  "per step; `auto`: `scan`, except `step` for conv on CPU with "
+                  "`VAE_JAX_FAST_PATHS=0` (XLA:CPU's own convolutions run several times slower "
+                  "in a loop body). Same results",
     "num_devices": "data-parallel over the first N devices; 0: all (of every process)",
     "seed": "every random number of the run derives from it",
     "prng_impl": "`jax.random` implementation (`rbg`, `unsafe_rbg` are faster on some hardware)",
