@@ -48,7 +48,7 @@ def _row_major_matmul(operand_dtype: Any) -> Callable[[jax.Array, jax.Array], ja
     Its gradients are products of the same kind, ∂x = ∂y·wᵀ and ∂w = Σ_batch xᵀ·∂y, returned in
     the dtypes of x and w; ∂w multiplies a row-major copy of xᵀ (`_transposed`), the form
     XLA:CPU hands to YNNPACK (the contraction of both operands over the batch axis, which XLA
-    emits for a plain ``x @ w``, runs in Eigen: the default MLP's float32 step is 7 % faster).
+    emits for a plain ``x @ w``, runs in Eigen, 10 % of the default MLP's float32 step).
     """
     @jax.custom_vjp
     def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -90,7 +90,7 @@ def _dense_dot_general(matmul: Callable[[jax.Array, jax.Array], jax.Array]) -> C
     def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
         del precision, preferred_element_type
         if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
-            raise ValueError(f"the CPU dense product contracts x's last axis with w's first, got "
+            raise ValueError(f"mixed_matmul contracts x's last axis with w's first, got "
                              f"dimension numbers {dimension_numbers}")
         return matmul(lhs, rhs)
     return dot_general
