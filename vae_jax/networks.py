@@ -10,13 +10,12 @@ pytree.
 returned as float32. ``dtype=jnp.bfloat16`` is mixed precision, faster on GPUs, TPUs and CPUs with
 AMX or AVX512-BF16. The MLPs' dense layers take one of two paths, chosen when they are traced
 (`jax.default_backend()`), with the same params (structure, shapes, float32) and outputs equal up
-to bfloat16 rounding (float32: to float32 rounding):
+to bfloat16 rounding:
 
-- on a CPU backend, `_mixed_matmul` (bfloat16) or `_float32_matmul`, private products whose
-  gradients are shaped for XLA:CPU's YNNPACK (bfloat16: bfloat16-rounded operands, float32 sums,
-  activations and gradients);
+- on a CPU backend, `_mixed_matmul`, a private product tuned for XLA:CPU's YNNPACK
+  (bfloat16-rounded operands, float32 sums, activations and gradients);
 - elsewhere, or with the fast paths off (``VAE_JAX_FAST_PATHS=0``, `vae_jax._fast_paths`), Flax's
-  ``nn.Dense`` (bfloat16: its mixed precision, ``dtype=jnp.bfloat16, param_dtype=jnp.float32``).
+  own mixed precision, ``nn.Dense(dtype=jnp.bfloat16, param_dtype=jnp.float32)``.
 
 The convolutional networks compute in bfloat16 throughout, rounding every layer's output to 8
 significant bits. Their 4×4 stride-2 convolutions and transposed convolutions are Flax's
@@ -26,7 +25,7 @@ backend, with the fast paths on, they are computed as matrix products (`vae_jax.
 
 import math
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,37 +40,32 @@ from vae_jax.errors import ShapeError
 _KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
-def _row_major_matmul(operand_dtype: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """y = x·w for x (..., K), w (K, N): the products of operands rounded to `operand_dtype`,
-    summed in float32, y float32.
+@jax.custom_vjp
+def _mixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """y = x·w for x (..., K), w (K, N): the products of bfloat16-rounded operands, summed in
+    float32, y float32.
 
-    Its gradients are products of the same kind, ∂x = ∂y·wᵀ and ∂w = Σ_batch xᵀ·∂y, returned in
-    the dtypes of x and w; ∂w multiplies a row-major copy of xᵀ (`_transposed`), the form
-    XLA:CPU hands to YNNPACK (the contraction of both operands over the batch axis, which XLA
-    emits for a plain ``x @ w``, runs in Eigen, 10 % of the default MLP's float32 step).
+    Its gradients are likewise products of bfloat16-rounded operands summed in float32:
+    ∂x = ∂y·wᵀ and ∂w = Σ_batch xᵀ·∂y, returned in the dtypes of x and w.
     """
-    @jax.custom_vjp
-    def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-        return _contract_last(x.astype(operand_dtype), w.astype(operand_dtype))
-
-    def forward(x, w):
-        return matmul(x, w), (x, w)
-
-    def backward(residuals, dy):
-        x, w = residuals
-        dx = jax.lax.dot_general(dy.astype(operand_dtype), w.astype(operand_dtype),
-                                 (((dy.ndim - 1,), (1,)), ((), ())),
-                                 preferred_element_type=jnp.float32)
-        dw = _contract_last(_transposed(x.reshape(-1, x.shape[-1]).astype(operand_dtype)),
-                            dy.reshape(-1, dy.shape[-1]).astype(operand_dtype))
-        return dx.astype(x.dtype), dw.astype(w.dtype)
-
-    matmul.defvjp(forward, backward)
-    return matmul
+    return _contract_last(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
 
 
-_mixed_matmul = _row_major_matmul(jnp.bfloat16)
-_float32_matmul = _row_major_matmul(jnp.float32)
+def _mixed_matmul_forward(x, w):
+    return _mixed_matmul(x, w), (x, w)
+
+
+def _mixed_matmul_backward(residuals, dy):
+    x, w = residuals
+    dx = jax.lax.dot_general(dy.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                             (((dy.ndim - 1,), (1,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+    dw = _contract_last(_transposed(x.reshape(-1, x.shape[-1]).astype(jnp.bfloat16)),
+                        dy.reshape(-1, dy.shape[-1]).astype(jnp.bfloat16))
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_mixed_matmul.defvjp(_mixed_matmul_forward, _mixed_matmul_backward)
 
 
 def __getattr__(name: str):
@@ -85,42 +79,27 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _dense_dot_general(matmul: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable:
-    """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as `matmul`."""
-    def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-        del precision, preferred_element_type
-        if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
-            raise ValueError(f"mixed_matmul contracts x's last axis with w's first, got "
-                             f"dimension numbers {dimension_numbers}")
-        return matmul(lhs, rhs)
-    return dot_general
-
-
-_mixed_dot_general = _dense_dot_general(_mixed_matmul)
+def _mixed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as
+    `_mixed_matmul`."""
+    del precision, preferred_element_type
+    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
+        raise ValueError(f"mixed_matmul contracts x's last axis with w's first, got "
+                         f"dimension numbers {dimension_numbers}")
+    return _mixed_matmul(lhs, rhs)
 
 
 def _dense(features: int, dtype: Any, name: Optional[str] = None) -> nn.Dense:
-    """A dense layer with `_KERNEL_INIT` and float32 params. On a CPU backend (decided when
-    traced) a float32 layer whose product is `_mixed_matmul` in bfloat16 and `_float32_matmul`
-    in float32; elsewhere, or with the fast paths off, Flax's own product (bfloat16: Flax's mixed
-    precision, bfloat16 compute and output)."""
-    matmul = {jnp.dtype(jnp.bfloat16): _mixed_matmul,
-              jnp.dtype(jnp.float32): _float32_matmul}.get(jnp.dtype(dtype))
-    if matmul is not None and _fast_paths.on_cpu():
-        return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.float32,
-                        dot_general=_dense_dot_general(matmul), name=name)
+    """A dense layer with `_KERNEL_INIT` and float32 params. In bfloat16 (decided when traced):
+    on a CPU backend a float32 layer whose product is `_mixed_matmul`; elsewhere, or with the
+    fast paths off, Flax's mixed precision (bfloat16 compute and output)."""
     if jnp.dtype(dtype) == jnp.bfloat16:
+        if _fast_paths.on_cpu():
+            return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.float32,
+                            dot_general=_mixed_dot_general, name=name)
         return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.bfloat16,
                         param_dtype=jnp.float32, name=name)
     return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=dtype, name=name)
-
-
-def _float32_dot_general(dtype: Any) -> Optional[Callable]:
-    """For a float32 ``nn.Dense`` of the conv networks on a CPU backend, `_float32_matmul` as its
-    ``dot_general``; otherwise None (Flax's own product)."""
-    if jnp.dtype(dtype) == jnp.float32 and _fast_paths.on_cpu():
-        return _dense_dot_general(_float32_matmul)
-    return None
 
 
 def _heads(h: jax.Array, latent_dim: int, stochastic: bool, dtype: Any):
@@ -218,8 +197,7 @@ class ConvEncoder(nn.Module):
         for i, width in enumerate(self.channels):
             h = nn.relu(_StridedConv(width, dtype=self.dtype, name=f"Conv_{i}")(h))
         h = jnp.reshape(h, batch_shape + (-1,))
-        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype,
-                             dot_general=_float32_dot_general(self.dtype))(h))
+        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(h))
         return _heads(h, self.latent_dim, self.stochastic, self.dtype)
 
 
@@ -238,11 +216,9 @@ class ConvDecoder(nn.Module):
         factor = 2 ** len(self.channels)
         start = (height // factor, width // factor, self.channels[-1])
         batch_shape = z.shape[:-1]
-        dot_general = _float32_dot_general(self.dtype)
-        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype, dot_general=dot_general)(
+        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(
             jnp.reshape(z, (-1, z.shape[-1]))))
-        h = nn.relu(nn.Dense(math.prod(start), dtype=self.dtype, dot_general=dot_general)(h))
-        h = h.reshape((-1,) + start)
+        h = nn.relu(nn.Dense(math.prod(start), dtype=self.dtype)(h)).reshape((-1,) + start)
         for i, channels in enumerate(self.channels[-2::-1]):
             h = nn.relu(_StridedConv(channels, transpose=True, dtype=self.dtype,
                                      name=f"ConvTranspose_{i}")(h))
