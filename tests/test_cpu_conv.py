@@ -155,3 +155,23 @@ def test_a_cpu_backend_takes_the_products_unless_the_fast_paths_are_off():
     with _fast_paths.disabled():
         plain = traced_step()
     assert plain.count("conv_general_dilated") >= 4
+
+
+@pytest.mark.slow
+def test_forward_mode_derivatives_of_the_default_mlp_and_of_conv_models_without_fast_paths():
+    """The CPU products are custom_vjps (reverse mode only): the float32 MLP keeps Flax's dense
+    layers, so jax.jacfwd works on it everywhere, and a conv model's with the fast paths off."""
+    z = jax.random.normal(jax.random.key(6), (1, 3))
+
+    def jacobians(vae):
+        params = vae.init(jax.random.key(7))
+        decode = jax.jit(lambda z: vae.decode(params, z))
+        return jax.jacfwd(decode)(z), jax.jacrev(decode)(z)
+
+    forward, reverse = jacobians(model_lib.mlp_vae((6, 6, 1), 3, (8,)))
+    chex.assert_shape(forward, (1, 6, 6, 1, 1, 3))
+    np.testing.assert_allclose(forward, reverse, rtol=1e-5, atol=1e-6)
+    with _fast_paths.disabled():
+        forward, reverse = jacobians(model_lib.conv_vae((8, 8, 1), 3, (4, 8), 16))
+    chex.assert_shape(forward, (1, 8, 8, 1, 1, 3))
+    np.testing.assert_allclose(forward, reverse, rtol=1e-5, atol=1e-6)

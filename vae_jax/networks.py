@@ -18,9 +18,11 @@ to bfloat16 rounding:
   own mixed precision, ``nn.Dense(dtype=jnp.bfloat16, param_dtype=jnp.float32)``.
 
 The convolutional networks compute in bfloat16 throughout, rounding every layer's output to 8
-significant bits. Their 4×4 stride-2 convolutions and transposed convolutions are Flax's
-``nn.Conv`` / ``nn.ConvTranspose`` (the same params and names, so the same checkpoints); on a CPU
-backend, with the fast paths on, they are computed as matrix products (`vae_jax._cpu_conv`).
+significant bits. Their 4×4 stride-2 convolutions and transposed convolutions have the params,
+names and outputs of Flax's ``nn.Conv`` / ``nn.ConvTranspose`` (so the same checkpoints): on a
+CPU backend, with the fast paths on, they are computed as matrix products (`vae_jax._cpu_conv`,
+reverse-mode differentiable only: ``jax.grad``, not ``jax.jvp``), elsewhere by ``jax.lax``'s
+convolutions, as Flax's layers are.
 """
 
 import math
