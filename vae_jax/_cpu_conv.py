@@ -19,53 +19,14 @@ input) and several times slower again inside a `lax.scan` body, while its matrix
 The kernels and biases are the layers' own (4, 4, C, O) params: only the trace differs, so
 checkpoints, initial values and outputs (to float32 rounding) are those of Flax's layers, which
 `vae_jax.networks` runs on other backends and with the fast paths off (`vae_jax._fast_paths`).
+The products are `vae_jax._cpu_products.matmul`, whose gradients keep XLA:CPU's fast forms and
+which is differentiable in every mode (``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``).
 """
 
 import jax
 import jax.numpy as jnp
 
-
-def _contract_last(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x (..., K) · w (K, N) → (..., N), in float32."""
-    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
-
-
-def _transposed(x: jax.Array) -> jax.Array:
-    """xᵀ for a matrix x, laid out row by row in memory.
-
-    XLA would otherwise fold the transpose into the product that follows, which then contracts
-    both operands over their first axis, and XLA:CPU runs that form of a product about 3–4×
-    slower than the row-major one (in Eigen rather than YNNPACK). The barrier keeps the
-    transposed copy.
-    """
-    return jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(x.shape[::-1])
-
-
-@jax.custom_vjp
-def _matmul_nt(x: jax.Array, wt: jax.Array) -> jax.Array:
-    """x (..., K) · wtᵀ for wt (N, K) → (..., N), summed in float32, returned in x's dtype.
-
-    The gradients are ∂x = ∂y · wt and ∂wt = ∂yᵀ · x, each a row-major product (see
-    `_transposed`); ∂wt passes a barrier too, or XLA folds the transposes that lead back to the
-    (4, 4, C, O) kernel into it and swaps it into the slow form.
-    """
-    return jax.lax.dot_general(x, wt, (((x.ndim - 1,), (1,)), ((), ())),
-                               preferred_element_type=jnp.float32).astype(x.dtype)
-
-
-def _matmul_nt_forward(x, wt):
-    return _matmul_nt(x, wt), (x, wt)
-
-
-def _matmul_nt_backward(residuals, dy):
-    x, wt = residuals
-    dx = _contract_last(dy, wt).astype(x.dtype)
-    dwt = _contract_last(_transposed(dy.reshape(-1, dy.shape[-1])), x.reshape(-1, x.shape[-1]))
-    return dx, jax.lax.optimization_barrier(dwt).astype(wt.dtype)
-
-
-_matmul_nt.defvjp(_matmul_nt_forward, _matmul_nt_backward)
+from vae_jax import _cpu_products
 
 
 def _pad1(x: jax.Array) -> jax.Array:
@@ -89,7 +50,7 @@ def conv_down(x: jax.Array, w: jax.Array) -> jax.Array:
                                                         4 * channels)
     # w[2a+p, 2b+q] is the tap of window offset (a, b) and block position (p, q).
     matrix = w.reshape(2, 2, 2, 2, channels, out).transpose(0, 2, 1, 3, 4, 5)
-    return _matmul_nt(_windows(blocks), matrix.reshape(16 * channels, out).T)
+    return _cpu_products.matmul(_windows(blocks), matrix.reshape(16 * channels, out).T, True)
 
 
 def conv_up(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -100,7 +61,8 @@ def conv_up(x: jax.Array, w: jax.Array) -> jax.Array:
     out = w.shape[-1]
     # w[2a+p, 2b+q] is the tap of window offset (a, b) for output phase (p, q).
     matrix = w.reshape(2, 2, 2, 2, channels, out).transpose(0, 2, 4, 1, 3, 5)
-    phases = _matmul_nt(_windows(_pad1(x)), matrix.reshape(4 * channels, 4 * out).T)
+    phases = _cpu_products.matmul(_windows(_pad1(x)), matrix.reshape(4 * channels, 4 * out).T,
+                                  True)
     phases = phases.reshape(batch, height + 1, width + 1, 2, 2, out)
     rows = [jnp.stack([phases[:, p:p + height, q:q + width, p, q] for q in (0, 1)], 3)
             for p in (0, 1)]

@@ -8,33 +8,37 @@ pytree.
 
 `dtype` is the dtype the layers compute in; parameters are always float32, and outputs are
 returned as float32. ``dtype=jnp.bfloat16`` is mixed precision, faster on GPUs, TPUs and CPUs with
-AMX or AVX512-BF16. The MLPs' dense layers take one of two paths, chosen when they are traced
-(`jax.default_backend()`), with the same params (structure, shapes, float32) and outputs equal up
-to bfloat16 rounding:
+AMX or AVX512-BF16. Every layer has the params (names, structure, shapes, float32, initial
+values) of the Flax layer it stands for, and its outputs up to rounding; the products are chosen
+when the layers are traced (`jax.default_backend()`):
 
-- on a CPU backend, `_mixed_matmul`, a private product tuned for XLA:CPU's YNNPACK
-  (bfloat16-rounded operands, float32 sums, activations and gradients);
-- elsewhere, or with the fast paths off (``VAE_JAX_FAST_PATHS=0``, `vae_jax._fast_paths`), Flax's
-  own mixed precision, ``nn.Dense(dtype=jnp.bfloat16, param_dtype=jnp.float32)``.
+- on a CPU backend, private products tuned for XLA:CPU (`vae_jax._fast_paths`): float32 dense
+  layers use `_cpu_products.matmul`, whose weight gradient XLA:CPU runs in YNNPACK rather than
+  Eigen (the default MLP's step 7 % faster); the MLPs' bfloat16 dense layers use
+  `_mixed_matmul` (bfloat16-rounded operands, float32 sums, activations and gradients); the 4×4
+  stride-2 convolutions and transposed convolutions are computed as matrix products
+  (`vae_jax._cpu_conv`);
+- elsewhere, or with the fast paths off (``VAE_JAX_FAST_PATHS=0``), Flax's ``nn.Dense`` (in
+  bfloat16 its mixed precision, ``dtype=jnp.bfloat16, param_dtype=jnp.float32``) and ``jax.lax``'s
+  convolutions, as Flax's ``nn.Conv`` / ``nn.ConvTranspose`` run them.
 
-The convolutional networks compute in bfloat16 throughout, rounding every layer's output to 8
-significant bits. Their 4×4 stride-2 convolutions and transposed convolutions have the params,
-names and outputs of Flax's ``nn.Conv`` / ``nn.ConvTranspose`` (so the same checkpoints): on a
-CPU backend, with the fast paths on, they are computed as matrix products (`vae_jax._cpu_conv`,
-reverse-mode differentiable only: ``jax.grad``, not ``jax.jvp``), elsewhere by ``jax.lax``'s
-convolutions, as Flax's layers are.
+Every path is differentiable in every mode (``jax.grad``, ``jax.jvp``, ``jax.jacfwd``,
+``jax.hessian``) except the MLPs' bfloat16 `_mixed_matmul` on a CPU, which is reverse mode only
+(a ``jax.custom_vjp``, so that its gradients keep float32 sums): for forward-mode derivatives of
+a bfloat16 MLP on a CPU, set ``VAE_JAX_FAST_PATHS=0``. The convolutional networks in bfloat16
+round every layer's output to 8 significant bits.
 """
 
 import math
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax import _cpu_conv, _fast_paths
-from vae_jax._cpu_conv import _contract_last, _transposed
+from vae_jax import _cpu_conv, _cpu_products, _fast_paths
+from vae_jax._cpu_products import _contract_last, _transposed
 from vae_jax.errors import ShapeError
 
 # Dense kernels start as PyTorch's nn.Linear does, U(±1/√fan_in): after 10 epochs of the default
@@ -81,24 +85,42 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _mixed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as
-    `_mixed_matmul`."""
-    del precision, preferred_element_type
-    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
-        raise ValueError(f"mixed_matmul contracts x's last axis with w's first, got "
-                         f"dimension numbers {dimension_numbers}")
-    return _mixed_matmul(lhs, rhs)
+def _dense_dot_general(matmul: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable:
+    """`nn.Dense`'s ``dot_general`` (inputs · kernel over the inputs' last axis) as `matmul`."""
+    def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+        del precision, preferred_element_type
+        if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
+            raise ValueError(f"the dense product contracts x's last axis with w's first, got "
+                             f"dimension numbers {dimension_numbers}")
+        return matmul(lhs, rhs)
+    return dot_general
+
+
+_mixed_dot_general = _dense_dot_general(_mixed_matmul)
+_float32_dot_general = _dense_dot_general(_cpu_products.matmul)
+
+
+def _conv_net_dense(features: int, dtype: Any) -> nn.Dense:
+    """The conv networks' dense layer, Flax's ``nn.Dense(features, dtype=dtype)`` (its
+    initialisers and automatic name); in float32 on a CPU backend its product is
+    `_cpu_products.matmul`."""
+    fast = jnp.dtype(dtype) == jnp.float32 and _fast_paths.on_cpu()
+    return nn.Dense(features, dtype=dtype, dot_general=_float32_dot_general if fast else None)
 
 
 def _dense(features: int, dtype: Any, name: Optional[str] = None) -> nn.Dense:
-    """A dense layer with `_KERNEL_INIT` and float32 params. In bfloat16 (decided when traced):
-    on a CPU backend a float32 layer whose product is `_mixed_matmul`; elsewhere, or with the
-    fast paths off, Flax's mixed precision (bfloat16 compute and output)."""
-    if jnp.dtype(dtype) == jnp.bfloat16:
-        if _fast_paths.on_cpu():
+    """A dense layer with `_KERNEL_INIT` and float32 params. On a CPU backend (decided when
+    traced) a float32 layer whose product is `_mixed_matmul` in bfloat16 and
+    `_cpu_products.matmul` in float32; elsewhere, or with the fast paths off, Flax's own product
+    (bfloat16: Flax's mixed precision, bfloat16 compute and output)."""
+    if _fast_paths.on_cpu():
+        if jnp.dtype(dtype) == jnp.bfloat16:
             return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.float32,
                             dot_general=_mixed_dot_general, name=name)
+        if jnp.dtype(dtype) == jnp.float32:
+            return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.float32,
+                            dot_general=_float32_dot_general, name=name)
+    if jnp.dtype(dtype) == jnp.bfloat16:
         return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=jnp.bfloat16,
                         param_dtype=jnp.float32, name=name)
     return nn.Dense(features, kernel_init=_KERNEL_INIT, dtype=dtype, name=name)
@@ -199,7 +221,7 @@ class ConvEncoder(nn.Module):
         for i, width in enumerate(self.channels):
             h = nn.relu(_StridedConv(width, dtype=self.dtype, name=f"Conv_{i}")(h))
         h = jnp.reshape(h, batch_shape + (-1,))
-        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(h))
+        h = nn.relu(_conv_net_dense(self.hidden_dim, self.dtype)(h))
         return _heads(h, self.latent_dim, self.stochastic, self.dtype)
 
 
@@ -218,9 +240,9 @@ class ConvDecoder(nn.Module):
         factor = 2 ** len(self.channels)
         start = (height // factor, width // factor, self.channels[-1])
         batch_shape = z.shape[:-1]
-        h = nn.relu(nn.Dense(self.hidden_dim, dtype=self.dtype)(
+        h = nn.relu(_conv_net_dense(self.hidden_dim, self.dtype)(
             jnp.reshape(z, (-1, z.shape[-1]))))
-        h = nn.relu(nn.Dense(math.prod(start), dtype=self.dtype)(h)).reshape((-1,) + start)
+        h = nn.relu(_conv_net_dense(math.prod(start), self.dtype)(h)).reshape((-1,) + start)
         for i, channels in enumerate(self.channels[-2::-1]):
             h = nn.relu(_StridedConv(channels, transpose=True, dtype=self.dtype,
                                      name=f"ConvTranspose_{i}")(h))
