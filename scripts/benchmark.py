@@ -305,11 +305,14 @@ def run_peer(python: str, script: pathlib.Path, epochs: int, steps: int | None) 
                          f"{error.strerror or error}; pass a Python with PyTorch, or "
                          f"{MAKE_PEER_PYTHON}") from None
     if process.returncode != 0:
-        data = ""
-        if "FileNotFoundError" in _last_line(process.stderr):
-            data = (f"; it reads MNIST from {script.resolve().parent.parent / 'data' / 'mnist'} "
+        hint = ""
+        last = _last_line(process.stderr)
+        if "FileNotFoundError" in last:
+            hint = (f"; it reads MNIST from {script.resolve().parent.parent / 'data' / 'mnist'} "
                     "(or $VAE_BENCH_DATA/mnist)")
-        raise ValueError(f"the PyTorch peer {script.name} failed with {_failure(process)}{data}")
+        elif "ModuleNotFoundError" in last:
+            hint = f"; --peer_python={python} lacks a package the peer imports: {MAKE_PEER_PYTHON}"
+        raise ValueError(f"the PyTorch peer {script.name} failed with {_failure(process)}{hint}")
     return parse_peer_line(script.name, process.stdout)
 
 

@@ -158,6 +158,11 @@ FAILING_PEERS = {
         "the PyTorch peer peer_torch_vae.py failed with exit status 1: FileNotFoundError: [Errno "
         "2] No such file or directory: '/x/data/mnist/train-images-idx3-ubyte.gz'; it reads MNIST "
         "from "),
+    "lacks torch": (
+        'sys.stderr.write("Traceback (most recent call last):\\nModuleNotFoundError: No module '
+        'named \'torch\'\\n"); sys.exit(1)',
+        "the PyTorch peer peer_torch_vae.py failed with exit status 1: ModuleNotFoundError: No "
+        "module named 'torch'; --peer_python="),
     "prints something else": ('print("epoch 1 done")',
                               "the PyTorch peer peer_torch_vae.py printed 'epoch 1 done', not its "
                               "line '… s/epoch(median after first)=X first=Y test_neg_elbo=Z'"),
@@ -175,6 +180,8 @@ def test_a_failing_peer_is_one_line_with_its_last_line(case, tmp_path):
     if case == "exits non-zero":  # where the peer looks for MNIST (beside its folder)
         assert f"from {tmp_path.resolve() / 'data' / 'mnist'} (or $VAE_BENCH_DATA/mnist)" \
             in result.stderr
+    if case == "lacks torch":  # how to make a Python that has it
+        assert "pip install torch" in result.stderr
     assert len(peer_runs(peers)) == 1  # stopped at the first peer, before our side ran
 
 
