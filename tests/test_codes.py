@@ -118,3 +118,13 @@ def test_codes_script_refuses_an_output_in_the_run_folder(mocked_run):
     assert_one_line_error(run_codes(f"--workdir={mocked_run}",
                                     f"--output={os.path.join(mocked_run, 'codes')}"),
                           "is inside the run folder")
+
+
+def test_k_smallest_is_a_stable_argsort_with_and_without_ties():
+    rng = np.random.default_rng(5)
+    for distances in (rng.random((6, 200)), rng.integers(0, 3, (6, 200)).astype(float),
+                      rng.integers(0, 40, (6, 200)).astype(float)):
+        for k in (1, 5, 40):
+            np.testing.assert_array_equal(
+                scores._k_smallest(distances, k),  # pylint: disable=protected-access
+                np.argsort(distances, axis=1, kind="stable")[:, :k])
