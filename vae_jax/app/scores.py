@@ -577,7 +577,7 @@ def save_score_histograms(path: str, scores_in: dict[str, np.ndarray],
         if i == 0:
             ax.legend(fontsize=7)
     if title:
-        figure.suptitle(title, fontsize=10)
+        figure.suptitle(title, fontsize=10, y=1.04)
     return plots._save(figure, path)  # pylint: disable=protected-access
 
 
