@@ -277,7 +277,7 @@ def _with_config(workdir, tmp_path, **fields):
 
 
 @pytest.mark.slow
-def test_held_out_labels_and_plain_autoencoder(mocked_run, tmp_path):
+def test_held_out_labels_and_a_plain_autoencoders_scores_and_codes(mocked_run, tmp_path):
     with pytest.raises(vae_jax.ConfigError, match="--held_out needs a run trained without some "
                        "labels"):
         scores.score_workdir(mocked_run, str(tmp_path / "x"), held_out=True)
@@ -293,3 +293,10 @@ def test_held_out_labels_and_plain_autoencoder(mocked_run, tmp_path):
     with pytest.raises(vae_jax.ConfigError, match=r"plain autoencoder \(model='ae'\) .*"
                        r"\(--scores=reconstruction\)"):
         scores.score_workdir(ae, str(tmp_path / "ae_scores"), scores=["nll"])
+    summary = scores.score_workdir(ae, str(tmp_path / "ae_scores"), out_dataset="fashion_mnist",
+                                   histogram=False, progress=False)
+    assert summary["scores"] == ["reconstruction"]
+    assert list(summary["metrics"]) == ["reconstruction"]
+    codes = scores.codes_workdir(ae, str(tmp_path / "ae_codes"), k=3)
+    assert "compression" not in codes and "log_variance" not in codes["files"]
+    assert np.load(tmp_path / "ae_codes_mean.npy").shape == (MOCK_EXAMPLES, 4)
