@@ -6,22 +6,25 @@ codes for dimensionality reduction, and compression (issue 19; the lecture notes
 anomalous*, and the out-of-distribution (OOD) examples are the positive class. For in-distribution
 scores s_i (n_in of them) and OOD scores t_j (n_out):
 
-| function | definition |
-| --- | --- |
-| `auroc` | P(T > S) + ½ P(T = S) for T, S drawn from the OOD and in scores: the Mann–Whitney U / (n_in · n_out), ties counting ½ |
-| `auprc` | average precision Σ_k (R_k − R_{k−1}) P_k over the distinct thresholds τ_k, descending; R = #{t ≥ τ}/n_out, P = #{t ≥ τ}/(#{t ≥ τ} + #{s ≥ τ}) (scikit-learn's definition; tied scores form one threshold) |
-| `fpr_at_tpr` | #{s ≥ τ}/n_in for τ the ⌈0.95 · n_out⌉-th largest OOD score: the largest threshold that flags at least 95 % of the OOD examples |
-
-0.5 is chance for AUROC; the AUPRC of chance is n_out/(n_in + n_out).
+- `auroc`: P(T > S) + ½ P(T = S) for T, S drawn from the OOD and in scores: the Mann–Whitney
+  U / (n_in · n_out), ties counting ½. Chance is 0.5.
+- `auprc`: average precision Σ_k (R_k − R_{k−1}) P_k over the distinct thresholds τ_k,
+  descending, R = #{t ≥ τ}/n_out, P = #{t ≥ τ}/(#{t ≥ τ} + #{s ≥ τ}) (scikit-learn's definition;
+  tied scores form one threshold). Chance is n_out/(n_in + n_out).
+- `fpr_at_tpr`: #{s ≥ τ}/n_in for τ the ⌈0.95 · n_out⌉-th largest OOD score: the largest
+  threshold that flags at least 95 % of the OOD examples.
 
 **Scores** of one example x (`score_examples`), in nats unless stated:
 
-| name | score | defined for |
-| --- | --- | --- |
-| `reconstruction` | −log p(x ∣ z = μ(x)): the reconstruction error at the code (for mse/rmse runs the α-weighted error) | every model, the plain AE's only score |
-| `neg_elbo` | −ELBO, one z ~ q(z∣x) (`vae_jax.app.evaluation.elbo_terms`, the evaluation's keys) | VAEs |
-| `nll` | −log p̂_K(x), the importance-weighted bound with K samples (`vae_jax.iwae`) | VAEs with a density p(x∣z) |
-| `complexity` | S(x) = −log₂ p(x) − L(x) **in bits**, L(x) the PNG size of x (Serrà et al. 2020, "Input complexity and out-of-distribution detection with likelihood-based generative models", ICLR) | as `nll` |
+- `reconstruction`: −log p(x ∣ z = μ(x)), the reconstruction error at the code (for mse/rmse runs
+  the α-weighted error); every model, and the plain AE's only score.
+- `neg_elbo`: −ELBO, one z ~ q(z∣x) (`vae_jax.app.evaluation.elbo_terms`, the evaluation's
+  keys); VAEs.
+- `nll`: −log p̂_K(x), the importance-weighted bound with K samples (`vae_jax.iwae`); VAEs whose
+  p(x∣z) is a density (not mse/rmse).
+- `complexity`: S(x) = −log₂ p(x) − L(x) **in bits**, L(x) the PNG size of x (Serrà et al. 2020,
+  "Input complexity and out-of-distribution detection with likelihood-based generative models",
+  ICLR); as `nll`.
 
 −log₂ p(x) is `nll` / ln 2, plus, for a continuous likelihood (``gaussian``) on grey levels u/255,
 the dequantisation term D·log₂ 255 that turns a density into the probability of the 8-bit image
@@ -644,8 +647,8 @@ def _split_images(run, name: str, split: str, data_dir: str | None,
     else:
         images, labels = load_split(name, split, data_dir or run.config.data_dir, manual_dir)
     if tuple(images.shape[1:]) != tuple(run.dataset.image_shape):
-        raise DataError(f"{name!r} {split} images have shape {tuple(images.shape[1:])}, but the run "
-                        f"models images of shape {tuple(run.dataset.image_shape)} "
+        raise DataError(f"{name!r} {split} images have shape {tuple(images.shape[1:])}, but "
+                        f"the run models images of shape {tuple(run.dataset.image_shape)} "
                         f"({run.config.dataset!r}): score a dataset with the run's image shape")
     return np.asarray(images), np.asarray(labels)
 
@@ -893,8 +896,9 @@ def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAU
 def format_codes(summary: dict[str, Any]) -> str:
     """The result of `codes_workdir` as text."""
     knn = summary["knn"]
-    lines = [f"{summary['num_examples']} codes (d = {summary['latent_dim']}) of {summary['dataset']}"
-             f" {summary['split']}, step {summary['step']} of {summary['workdir']}",
+    lines = [f"{summary['num_examples']} codes (d = {summary['latent_dim']}) of "
+             f"{summary['dataset']} {summary['split']}, step {summary['step']} of "
+             f"{summary['workdir']}",
              f"{knn['k']}-NN accuracy of the test codes μ(x) from the train codes (Euclidean): "
              f"{knn['accuracy']:.4f}"]
     if "compression" in summary:
