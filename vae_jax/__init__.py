@@ -22,7 +22,8 @@ options. All values are in nats.
   `gaussian_kl_to_standard_normal`, `bernoulli_log_prob`, `categorical_kl`.
 - Errors: `VAEJaxError` and its subclasses.
 
-More in the modules `vae_jax.iwae`, `vae_jax.latent`, `vae_jax.likelihoods`, `vae_jax.networks`.
+More in the modules `vae_jax.corruption`, `vae_jax.iwae`, `vae_jax.latent`, `vae_jax.likelihoods`,
+`vae_jax.networks`.
 The training application (configs, data, the training engine, run folders, evaluation, plots) is
 `vae_jax.app`; importing `vae_jax` loads none of it (no TensorFlow, TFDS, Orbax or matplotlib).
 """

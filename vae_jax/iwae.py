@@ -60,14 +60,17 @@ def sample_noise(key: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Arr
     return jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys)
 
 
-def _log_weight_terms(model: VAE, params: Params, x: jax.Array, epsilon: jax.Array):
+def _log_weight_terms(model: VAE, params: Params, x: jax.Array, epsilon: jax.Array,
+                      x_input: jax.Array | None = None):
     """For a batch x (B, *input_shape) and noise ε (B, n, latent_dim), z_bk = μ_b + σ_b·ε_bk:
     (log p(x_b|z_bk), log p(z_bk) − log q(z_bk|x_b), (μ, log σ²)), the first two (B, n).
+    With `x_input` (a corrupted x) the encoder reads it: q(z|x̃_b) is the proposal, p(x_b|z)
+    scores the clean x_b.
 
     The networks run on the whole batch (the decoder on all B·n samples at once); the
     likelihoods and densities are per sample.
     """
-    mean, log_variance = model.encode(params, x)
+    mean, log_variance = model.encode(params, x if x_input is None else x_input)
     z = mean[:, None] + jnp.exp(0.5 * log_variance)[:, None] * epsilon
     decoded = model.decode(params, z)
     per_sample = jax.vmap(jax.vmap(model.log_likelihood, (None, None, 0)), (None, 0, 0))
@@ -192,31 +195,42 @@ def iwae_terms(model: VAE, params: Params, x: jax.Array, key: jax.Array,
 
 
 def _batch_iwae_terms(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
-                      num_samples: int) -> objectives.ELBOTerms:
+                      num_samples: int, x_input: jax.Array | None = None) -> objectives.ELBOTerms:
     """`iwae_terms` of each example of x (B, *input_shape) with its key of `keys` (B,), the
-    networks run on the whole batch: terms of shape (B,)."""
+    networks run on the whole batch: terms of shape (B,). The encoder reads `x_input` when
+    given (denoising: `iwae_loss`)."""
     _check(model, num_samples, None)
     epsilon = jax.vmap(sample_noise, (0, None, None))(keys, jnp.arange(num_samples),
                                                       model.latent_dim)
-    log_px_z, log_prior_ratio, (mean, log_variance) = _log_weight_terms(model, params, x, epsilon)
+    log_px_z, log_prior_ratio, (mean, log_variance) = _log_weight_terms(model, params, x, epsilon,
+                                                                        x_input)
     bound = jax.nn.logsumexp(log_px_z + log_prior_ratio, axis=-1) - math.log(num_samples)
     kl = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
     return objectives.ELBOTerms(bound, jnp.mean(log_px_z, axis=-1), kl)
 
 
 def iwae_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array,
-              num_samples: int) -> tuple[jax.Array, objectives.ELBOTerms]:
+              num_samples: int, x_input: jax.Array | None = None
+              ) -> tuple[jax.Array, objectives.ELBOTerms]:
     """Training loss −mean_batch log p̂_K(x) and the batch means of `iwae_terms`, for `jax.grad`
     with ``has_aux=True`` and ``argnums=1`` (params is the second argument); the drop-in
     counterpart of `vae_jax.objectives.loss` (β has no place in the IWAE bound, K takes its
     argument slot). x has shape (B, *input_shape); `key` is split into one key per example.
     Raises as `iwae_bound`, with x a float batch (B ≥ 1, *model.input_shape). The old order
     ``iwae_loss(params, model, …)`` still works for one release and warns (`DeprecationWarning`).
+
+    Denoising: with `x_input` (x̃, a corrupted copy of x of its shape:
+    `vae_jax.corruption.corrupt`) the K samples come from q(z|x̃) and each weight is
+    p(x, z_k)/q(z_k|x̃), with the clean x. For any fixed x̃, q(·|x̃) is a valid proposal, so this
+    is still a lower bound on log p(x) (the importance-weighted form of Im et al. 2017's denoising
+    bound); with ``x_input = x`` it is the plain loss.
     """
     model, params = _model_first("iwae_loss", model, params)
     _check(model, num_samples, None)
     check_input(model, x, "iwae_loss", batched=True)
+    objectives._check_x_input(model, x, x_input, "iwae_loss")  # pylint: disable=protected-access
     distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
-    means = jax.tree.map(jnp.mean, _batch_iwae_terms(model, params, x, keys, num_samples))
+    means = jax.tree.map(jnp.mean, _batch_iwae_terms(model, params, x, keys, num_samples,
+                                                     x_input))
     return -means.objective, means

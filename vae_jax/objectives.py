@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from vae_jax import distributions
+from vae_jax.errors import ConfigError, ShapeError
 from vae_jax.model import VAE, Params, _model_first, check_input
 
 
@@ -49,26 +50,59 @@ class ELBOTerms(NamedTuple):
         return self.reconstruction - self.kl
 
 
-def _reconstruction_and_kl_per_dim(model: VAE, params: Params, x: jax.Array,
-                                   keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _check_x_input(model: VAE, x: jax.Array, x_input, function: str) -> None:
+    """`ShapeError` unless `x_input` is None or float data of x's shape (static checks)."""
+    if x_input is None:
+        return
+    if jnp.shape(x_input) != jnp.shape(x):
+        raise ShapeError(f"{function}: x_input (the encoder's input) must have the shape of x, "
+                         f"{tuple(jnp.shape(x))}, got {tuple(jnp.shape(x_input))}")
+    check_input(model, x_input, function, batched=jnp.ndim(x) > len(model.input_shape))
+
+
+def _encode_decode(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
+                   x_input: jax.Array | None = None):
     """For a batch x (B, *input_shape) and one key per example (B,): (log p(x_b|z_b) (B,) with
-    z_b = μ_b + σ_b·ε_b, the KL of each latent dimension (B, latent_dim)).
+    z_b = μ_b + σ_b·ε_b, the KL of each latent dimension (B, latent_dim), the codes z (B,
+    latent_dim)). The encoder reads `x_input` when given (a corrupted x: denoising), the
+    likelihood always scores x.
 
     The networks run on the whole batch at once, so each layer is one matrix product whose weight
     gradient is one product over the batch; the sampling, likelihood and KL are per example.
     """
     per_example = jax.vmap(model.log_likelihood, (None, 0, 0))
-    mean, log_variance = model.encode(params, x)
+    mean, log_variance = model.encode(params, x if x_input is None else x_input)
     if not model.stochastic:  # plain autoencoder: z is the code itself, and there is no KL
-        return per_example(params, x, model.decode(params, mean)), jnp.zeros_like(mean)
+        return per_example(params, x, model.decode(params, mean)), jnp.zeros_like(mean), mean
     z = jax.vmap(distributions.gaussian_sample)(keys, mean, log_variance)
     reconstruction = per_example(params, x, model.decode(params, z))
     kl_per_dim = jax.vmap(jax.vmap(distributions.gaussian_kl_to_standard_normal))(mean,
                                                                                   log_variance)
-    return reconstruction, kl_per_dim
+    return reconstruction, kl_per_dim, z
 
 
-def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float = 1.0) -> ELBOTerms:
+def _reconstruction_and_kl_per_dim(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
+                                   x_input: jax.Array | None = None
+                                   ) -> tuple[jax.Array, jax.Array]:
+    """`_encode_decode` without the codes: (log p(x_b|z_b) (B,), KL per dimension (B, d))."""
+    return _encode_decode(model, params, x, keys, x_input)[:2]
+
+
+def code_l1_norm(model: VAE, params: Params, x: jax.Array) -> jax.Array:
+    """‖e(x_b)‖₁ = Σ_d |e_d(x_b)|, the L1 norm of each example's code, for a batch x (B,
+    *input_shape): float (B,). The code is the encoder's output (the mean μ for a VAE), what the
+    sparse-code penalty of `loss` (``code_l1``) weighs.
+
+    Raises:
+      ShapeError: x is not a float batch (B ≥ 1, *model.input_shape).
+    """
+    check_input(model, x, "code_l1_norm", batched=True)
+    mean, _ = model.encode(params, x)
+    return jnp.sum(jnp.abs(mean), axis=-1)
+
+
+def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float = 1.0,
+         x_input: jax.Array | None = None) -> ELBOTerms:
     """Single-sample ELBO terms for *one* example x of shape `model.input_shape`.
 
         z = μ(x) + σ(x)·ε,  ε ~ N(0, I)            (from `key`)
@@ -79,53 +113,78 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     Differentiable in `params` (reparameterisation); use `batch_elbo` for a batch. For the plain
     autoencoder (``model.stochastic`` False) z = μ(x), kl = 0 and `key` is unused.
 
+    With `x_input` (a corrupted copy x̃ of x, `vae_jax.corruption.corrupt`) the encoder reads x̃
+    and the likelihood still scores the clean x: μ = μ(x̃), σ = σ(x̃), reconstruction =
+    log p(x|z). Its objective is the denoising bound of Im et al. 2017, a lower bound on log p(x)
+    in expectation over x̃ (`vae_jax.corruption`).
+
     Args:
       model: the VAE (static under jit).
       params: its parameters.
       x: one example, float, shape `model.input_shape`.
       key: one typed PRNG key, shape ().
       beta: the KL weight β.
+      x_input: None, or the encoder's input (a corrupted x), the shape of x.
 
     Returns:
       `ELBOTerms` of scalars, in nats.
 
     Raises:
-      ShapeError: x is not one float example of shape `model.input_shape` (a batch points to
-        `batch_elbo`), or `key` is not one typed key; static checks, under jit too.
+      ShapeError: x (or `x_input`) is not one float example of shape `model.input_shape` (a batch
+        points to `batch_elbo`), or `key` is not one typed key; static checks, under jit too.
     """
     check_input(model, x, "elbo", batched=False)
+    _check_x_input(model, x, x_input, "elbo")
     distributions.check_key(key)
-    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x[None],
-                                                                key[None])
+    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(
+        model, params, x[None], key[None], None if x_input is None else x_input[None])
     kl = jnp.sum(kl_per_dim)
     return ELBOTerms(reconstruction[0] - beta * kl, reconstruction[0], kl)
 
 
 def batch_elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array,
-               beta: float = 1.0) -> ELBOTerms:
+               beta: float = 1.0, x_input: jax.Array | None = None) -> ELBOTerms:
     """`elbo` vmapped over a batch x of shape (B, *input_shape): terms of shape (B,), in nats.
 
-    `key` (one typed key, shape ()) is split into one independent key per example.
+    `key` (one typed key, shape ()) is split into one independent key per example; `x_input`
+    (None, or the encoder's input of x's shape) as in `elbo`.
 
     Raises:
-      ShapeError: x is not a float batch (B ≥ 1, *model.input_shape), or `key` is not one typed
-        key; static checks, under jit too.
+      ShapeError: x (or `x_input`) is not a float batch (B ≥ 1, *model.input_shape), or `key` is
+        not one typed key; static checks, under jit too.
     """
     check_input(model, x, "batch_elbo", batched=True)
+    _check_x_input(model, x, x_input, "batch_elbo")
     distributions.check_key(key)
     keys = jax.random.split(key, x.shape[0])
-    return jax.vmap(elbo, in_axes=(None, None, 0, 0, None))(model, params, x, keys, beta)
+    if x_input is None:
+        return jax.vmap(elbo, in_axes=(None, None, 0, 0, None))(model, params, x, keys, beta)
+    return jax.vmap(elbo, in_axes=(None, None, 0, 0, None, 0))(model, params, x, keys, beta,
+                                                               x_input)
 
 
 def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float = 1.0,
-         free_bits: float = 0.0) -> tuple[jax.Array, ELBOTerms]:
+         free_bits: float = 0.0, x_input: jax.Array | None = None,
+         code_l1: float = 0.0) -> tuple[jax.Array, ELBOTerms]:
     """Training loss and the batch-mean ELBO terms (for `jax.grad` with ``has_aux=True``).
 
         loss = −mean_b[reconstruction_b] + β · Σ_d max(λ, mean_b[KL_{b,d}])
+               + code_l1 · mean_b[Σ_d |z_{b,d}|]
 
     with λ = `free_bits` nats per latent dimension (Kingma et al. 2016): dimensions whose
-    batch-mean KL is below λ are not pushed further towards the prior. With λ = 0 this is
-    −mean_b(reconstruction − β·kl). The returned terms are the true (unclipped) ones.
+    batch-mean KL is below λ are not pushed further towards the prior. With λ = 0 and
+    code_l1 = 0 this is −mean_b(reconstruction − β·kl). The returned terms are the true
+    (unclipped) ones; ``objective`` is −loss (so it includes the L1 penalty).
+
+    **Denoising** (`x_input`): the encoder reads x_input = x̃, a corrupted copy of x
+    (`vae_jax.corruption.corrupt`), and reconstruction_b = log p(x_b|z_b) scores the clean x_b
+    (Vincent et al. 2008, 2010; for the VAE the denoising bound of Im et al. 2017). With
+    ``x_input = x`` the loss is the plain one, bit for bit.
+
+    **Sparse codes** (`code_l1`, the plain autoencoder only): the L1 penalty code_l1·Σ_d |z_d| on
+    each example's code z = e(x) (e(x̃) when denoising), in nats-equivalent units of the loss,
+    averaged over the batch; `code_l1_norm` gives Σ_d |z_d| itself. For a VAE the KL term already
+    regularises q(z|x), and an L1 weight on z is no part of its bound: refused.
 
     Differentiate in `params`, the second argument::
 
@@ -141,24 +200,34 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
       key: one typed PRNG key, shape (); split into one key per example.
       beta: the KL weight β.
       free_bits: λ, in nats per latent dimension.
+      x_input: None, or the encoder's input (a corrupted x), the shape of x.
+      code_l1: the weight of the L1 penalty on the code (≥ 0; a float or a traced scalar).
 
     Returns:
       (loss, `ELBOTerms` of batch means), scalars in nats per example.
 
     Raises:
-      ShapeError: x is not a float batch (B ≥ 1, *model.input_shape), or `key` is not one typed
-        key; static checks at trace time, nothing is added to the compiled step.
+      ShapeError: x (or `x_input`) is not a float batch (B ≥ 1, *model.input_shape), or `key` is
+        not one typed key; static checks at trace time, nothing is added to the compiled step.
+      ConfigError: `code_l1` is not the number 0 for a stochastic model (a VAE).
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
+    _check_x_input(model, x, x_input, "loss")
     distributions.check_key(key)
+    penalised = not (isinstance(code_l1, (int, float)) and code_l1 == 0)
+    if penalised and model.stochastic:
+        raise ConfigError(f"loss: code_l1={code_l1!r} is for the plain autoencoder "
+                          "(stochastic=False); a VAE's code is regularised by its KL term")
     keys = jax.random.split(key, x.shape[0])
-    reconstruction, kl_per_dim = _reconstruction_and_kl_per_dim(model, params, x, keys)
+    reconstruction, kl_per_dim, codes = _encode_decode(model, params, x, keys, x_input)
     mean_reconstruction = jnp.mean(reconstruction)
     mean_kl_per_dim = jnp.mean(kl_per_dim, axis=0)
     kl_term = jnp.sum(jnp.maximum(mean_kl_per_dim, free_bits))
     kl = jnp.sum(mean_kl_per_dim)
     objective = mean_reconstruction - beta * kl_term
+    if penalised:
+        objective = objective - code_l1 * jnp.mean(jnp.sum(jnp.abs(codes), axis=-1))
     return -objective, ELBOTerms(objective, mean_reconstruction, kl)
 
 
