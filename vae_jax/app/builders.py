@@ -7,7 +7,7 @@ values each choice field may take (`MODELS`, `ARCHITECTURES`, …), once: `vae_j
 validates against these tuples, and the builders below dispatch on them.
 
 **Hyperparameters are arguments.** The floats a sweep may vary (`HYPERPARAMETERS`: β, α, free
-bits, the Gaussian σ, the learning rate) are read through `hyperparameter(config, hparams,
+bits, the Gaussian σ, the learning rate, the corruption level, the L1 weight on codes) are read through `hyperparameter(config, hparams,
 field)`: the value in `hparams` when it has one (a traced scalar inside the training engine's
 ``jax.vmap`` over models), else the config's. A single run passes ``hparams={}`` and so builds
 exactly the model and optimizer of its config, with Python constants; a sweep passes each
@@ -31,7 +31,8 @@ LR_SCHEDULES = ("constant", "cosine")
 TRAIN_LOOPS = ("auto", "scan", "step")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # The float fields that may differ between the models of one compiled training program.
-HYPERPARAMETERS = ("beta", "alpha", "free_bits", "gaussian_sigma", "learning_rate")
+HYPERPARAMETERS = ("beta", "alpha", "free_bits", "gaussian_sigma", "learning_rate",
+                   "corruption_level", "code_l1")
 
 Hyperparameters = Mapping[str, Any]  # field of HYPERPARAMETERS -> a float or a (traced) scalar
 
@@ -129,10 +130,11 @@ class RunKeys(NamedTuple):
     noise: jax.Array  # per step: binarisation and the reparameterisation ε
     shuffle: jax.Array  # per epoch: the data order
     eval: jax.Array  # fixed: the test set's binarisation, its ELBO's ε and the pictures
+    corruption: jax.Array  # per step: the denoising corruption of the encoder's input
 
     @classmethod
     def from_root(cls, root: jax.Array) -> "RunKeys":
-        return cls(*(jax.random.fold_in(root, i) for i in range(4)))
+        return cls(*(jax.random.fold_in(root, i) for i in range(5)))
 
 
 def root_key(config: ml_collections.ConfigDict) -> jax.Array:

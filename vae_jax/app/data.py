@@ -37,7 +37,7 @@ import numpy as np
 
 from vae_jax import _fast_paths
 from vae_jax.app import _threefry as threefry, optional
-from vae_jax.errors import DataError
+from vae_jax.errors import ConfigError, DataError
 
 # Offline, TFDS retries a failed download for minutes; a few quick retries are enough to tell.
 _OFFLINE_DOWNLOAD_RETRIES = 3
@@ -367,6 +367,32 @@ def load_image_dataset(name: str, data_dir: str | None = None,
                   else np.zeros(len(images), np.int64))
         arrays[split] = (images, labels)
     return ImageDataset(name, *arrays["train"], *arrays["test"])
+
+
+def exclude_labels(dataset: ImageDataset, labels) -> ImageDataset:
+    """`dataset` without the training examples whose label is in `labels` (held-out classes, e.g.
+    one digit for anomaly detection); the test split is untouched. The kept examples keep their
+    order (a boolean mask over the split), so the result is a function of the data alone. With no
+    `labels` the same `dataset` is returned.
+
+    Raises `ConfigError` (naming ``config.exclude_labels``) when a label does not occur in the
+    training split (a typo would otherwise drop nothing), or when nothing would be left.
+    """
+    labels = tuple(int(label) for label in labels)
+    if not labels:
+        return dataset
+    train_labels = np.asarray(dataset.train_labels)
+    present = set(np.unique(train_labels).tolist())
+    absent = [label for label in labels if label not in present]
+    if absent:
+        raise ConfigError(f"config.exclude_labels names {absent}, absent from the training split "
+                          f"of {dataset.name!r} (its labels: {sorted(present)[:20]}); drop them")
+    keep = ~np.isin(train_labels, labels)
+    if not keep.any():
+        raise ConfigError(f"config.exclude_labels={labels} drops every training example of "
+                          f"{dataset.name!r}; keep at least one label")
+    return dataset._replace(train_images=np.asarray(dataset.train_images)[keep],
+                            train_labels=train_labels[keep])
 
 
 def to_unit_interval(images: jax.Array) -> jax.Array:

@@ -26,6 +26,24 @@ example n with the n-th key of ``split(fold_in(eval_key, 1), N)``, where `eval_k
 own (`vae_jax.app.builders.run_keys`). So, for the same checkpoint, ``eval.json``'s `neg_elbo`
 equals the last `test_neg_elbo` of ``metrics.jsonl``.
 
+**Denoising** (`denoising_report`, every report; ``--noise_levels``): for each noise level ν the
+test set x (the run's own, binarised for a binarised run) is corrupted once, x̃ = corrupt(x; kind,
+ν) with the key ``fold_in(fold_in(eval_key, 4), j)`` for the j-th level (`vae_jax.corruption`:
+the run's own kind, gaussian for a run trained without corruption), encoded to its posterior mean
+z = μ(x̃) (the code, for the plain autoencoder) and decoded. The report gives, per level,
+`reconstruction_log_likelihood` = (1/N) Σ_n log p(x_n | z_n), nats per example, scored against the
+*clean* x_n, and `psnr_db` = (1/N) Σ_n 10·log10(1 / MSE_n), the mean over images of the PSNR of
+the decoder mean E[x|z_n] against the clean grey-level image (the uint8 test image / 255, not its
+binarisation, whose coin flips would dominate the MSE). Training's denoising picture corrupts its
+16 images with ``fold_in(eval_key, 5)``.
+
+**Plain autoencoders** (``model='ae'``) have no ELBO or likelihood bound: their report
+(`evaluate_autoencoder`) gives `reconstruction_loss` (−(1/N) Σ_n log p(x_n|e(x_n)), in the units
+of the run's reconstruction term), `code_l1_norm` (mean Σ_d |z_d|), the code sparsity
+(`code_sparsity`: `near_zero_fraction`, the fraction of code entries z_nd with |z_nd| < τ,
+τ = `NEAR_ZERO_FRACTION_OF_STD` × the standard deviation of all entries of the test codes — a
+threshold relative to the code's scale, which an L1 penalty shrinks) and the denoising rows.
+
 The importance-weighted bound is processed `batch_size` examples per jitted call, every call of
 the same shape (the last batch is padded, and the padding dropped on the host), so nothing
 recompiles. Example n uses the key ``fold_in(fold_in(eval_key, 3), n)``, so the result depends on
@@ -44,9 +62,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from vae_jax import distributions, iwae, objectives
+from vae_jax import corruption, distributions, iwae, latent, objectives
 from vae_jax.app import builders, data, run_folder, runs
-from vae_jax.errors import ConfigError
+from vae_jax.errors import ConfigError, ShapeError
 from vae_jax.model import VAE, Params, check_input
 
 EVAL_FILE = run_folder.EVAL_FILE
@@ -55,6 +73,10 @@ DEFAULT_NUM_SAMPLES = 5000
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_CHUNK_SIZE = 20  # fastest measured on a 2-core CPU: small working sets stay in cache
 ACTIVE_UNIT_THRESHOLD = 0.01
+DEFAULT_NOISE_LEVELS = (0.0, 0.1, 0.3, 0.5)  # denoising rows of scripts/evaluate.py
+NOISE_FOLD = 4  # fold_in(eval_key, 4): the denoising rows' corruption
+PICTURE_NOISE_FOLD = 5  # fold_in(eval_key, 5): training's denoising picture
+NEAR_ZERO_FRACTION_OF_STD = 0.01  # |z| < 0.01 × std(all code entries) counts as zero
 # Reconstruction terms that are not log-densities (vae_jax.likelihoods): no log p(x) to estimate.
 _NOT_DENSITIES = ("mse", "rmse")
 
@@ -244,6 +266,108 @@ def summarize(elbo: dict[str, Any], per_example: dict[str, np.ndarray],
     return report
 
 
+def denoising_terms(vae: VAE, params: Params, x: jax.Array, grey: jax.Array, key: jax.Array,
+                    kind: str, level, chunk_size: int = ELBO_CHUNK_SIZE) -> dict[str, jax.Array]:
+    """Per-example denoising terms of the float data x (N, *input_shape), the clean target:
+    x̃ = `corruption.corrupt(key, x, kind, level)` (one draw for the whole set), z = μ(x̃) (the
+    encoder mean; the code of a plain autoencoder), and
+
+        {"reconstruction_log_likelihood": log p(x_n | z_n) (N,), nats, against the clean x_n,
+         "psnr_db": 10·log10(1 / MSE(E[x|z_n], grey_n)) (N,), dB (`corruption.psnr`)}
+
+    `grey` (N, *input_shape) is the clean image in [0, 1] that the PSNR compares with (the
+    grey-level test images; x itself for grey-level runs). Pure and not jitted; `chunk_size`
+    examples at a time (`jax.lax.map`). Raises `ShapeError` for x or grey not (N,
+    *vae.input_shape), `ConfigError` for an unknown `kind`.
+    """
+    check_input(vae, x, "denoising_terms", batched=True)
+    if jnp.shape(grey) != jnp.shape(x):
+        raise ShapeError(f"denoising_terms: grey must have the shape of x, {jnp.shape(x)}, got "
+                         f"{jnp.shape(grey)}")
+    noisy = corruption.corrupt(key, x, kind, level)
+
+    def chunk(args):
+        clean, noisy_x, grey_x = args
+        mean, _ = vae.encode(params, noisy_x[None])
+        decoded = vae.decode(params, mean)
+        log_px = vae.log_likelihood(params, clean, decoded[0])
+        psnr = corruption.psnr(vae.observation_mean(decoded), grey_x[None])[0]
+        return log_px, psnr
+
+    log_px, psnr = jax.lax.map(chunk, (x, noisy, grey), batch_size=chunk_size)
+    return {"reconstruction_log_likelihood": log_px, "psnr_db": psnr}
+
+
+def check_noise_levels(levels) -> tuple[float, ...]:
+    """`levels` as a tuple of floats, each in [0, 1]; raises `ConfigError` (one line) otherwise."""
+    try:
+        values = tuple(float(level) for level in levels)
+    except (TypeError, ValueError):
+        raise ConfigError(f"noise_levels must be numbers in [0, 1], e.g. 0,0.1,0.3,0.5, got "
+                          f"{levels!r}") from None
+    bad = [v for v in values if not (math.isfinite(v) and 0 <= v <= 1)]
+    if bad:
+        raise ConfigError(f"noise_levels must be in [0, 1] (σ for gaussian, p for mask and "
+                          f"salt_and_pepper), got {bad}")
+    return values
+
+
+def denoising_report(vae: VAE, params: Params, x: jax.Array, grey: jax.Array,
+                     eval_key: jax.Array, kind: str = "gaussian",
+                     levels=DEFAULT_NOISE_LEVELS) -> dict[str, Any]:
+    """The denoising rows of a report (module docstring): for the j-th of `levels`, `kind`
+    corruption with ``fold_in(fold_in(eval_key, NOISE_FOLD), j)``; x the clean float test set,
+    grey its grey-level images (`denoising_terms`). Returns {"noise_kind": kind, "denoising":
+    [{"level", "reconstruction_log_likelihood" (nats, mean over examples), "psnr_db" (mean over
+    images)} per level]}. Raises `ConfigError` for a bad kind or level."""
+    levels = check_noise_levels(levels)
+    if kind not in corruption.CORRUPTIONS or kind == "none":
+        raise ConfigError(f"noise_kind must be one of {corruption.CORRUPTIONS[1:]}, got {kind!r}")
+    terms = jax.jit(denoising_terms, static_argnums=(0, 5))
+    base = jax.random.fold_in(eval_key, NOISE_FOLD)
+    rows = []
+    for j, level in enumerate(levels):
+        means = jax.device_get(jax.tree.map(jnp.mean, terms(
+            vae, params, x, grey, jax.random.fold_in(base, j), kind, jnp.float32(level))))
+        rows.append({"level": level, **{k: float(v) for k, v in means.items()}})
+    return {"noise_kind": kind, "denoising": rows}
+
+
+def code_sparsity(codes: np.ndarray,
+                  fraction_of_std: float = NEAR_ZERO_FRACTION_OF_STD) -> dict[str, Any]:
+    """How sparse the codes (N, latent_dim) are: {"near_zero_fraction": the fraction of entries
+    z_nd with |z_nd| < τ, "near_zero_threshold": τ = `fraction_of_std` × std of all N·d entries
+    (population std, float64), "code_std", "dead_units": the number of dimensions d whose |z_nd|
+    < τ for every n}. A code of all zeros has τ = 0 and counts nothing as near zero."""
+    codes = np.asarray(codes, np.float64)
+    std = float(np.std(codes))
+    threshold = fraction_of_std * std
+    near_zero = np.abs(codes) < threshold
+    return {"near_zero_fraction": float(np.mean(near_zero)),
+            "near_zero_threshold": threshold, "near_zero_fraction_of_std": fraction_of_std,
+            "code_std": std, "dead_units": int(np.sum(np.all(near_zero, axis=0)))}
+
+
+def evaluate_autoencoder(vae: VAE, params: Params, x: jax.Array | np.ndarray,
+                         key: jax.Array) -> dict[str, Any]:
+    """The report of a plain autoencoder (module docstring) on the float data x (N,
+    *input_shape): "reconstruction_loss" (nats per example for a density; the run's units for
+    mse / rmse) and its bits per dimension, "code_l1_norm" (mean Σ_d |z_d|), `code_sparsity`,
+    "latent_dim", "num_examples". `key` is unused by the deterministic code (kept for the
+    signature of `evaluate`). Raises `ShapeError` / `DataError` as `evaluate`."""
+    x_host = np.asarray(x)
+    check_input(vae, x_host, "evaluate_autoencoder", batched=True)
+    x = jax.device_put(x_host)
+    elbo = jax.device_get(jax.jit(elbo_means, static_argnums=0)(vae, params, x, key))
+    codes = np.asarray(jax.device_get(latent.encode_means(vae, params, x)))
+    return {"reconstruction_loss": float(elbo["reconstruction_loss"]),
+            "reconstruction_loss_bits_per_dim": bits_per_dim(elbo["reconstruction_loss"],
+                                                             vae.input_shape),
+            "code_l1_norm": float(np.mean(np.sum(np.abs(codes), axis=-1))),
+            **code_sparsity(codes), "latent_dim": int(codes.shape[1]),
+            "num_examples": int(codes.shape[0])}
+
+
 def check_seed(seed: int | None) -> None:
     """Raises `ConfigError` unless `seed` is None or an integer in [0, 2**63)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
@@ -267,7 +391,8 @@ def evaluate_workdir(workdir: str, step: int | None = None,
                      seed: int | None = None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                      data_dir: str | None = None, manual_dir: str | None = None,
                      progress: bool | None = None,
-                     dataset: data.ImageDataset | None = None) -> dict[str, Any]:
+                     dataset: data.ImageDataset | None = None,
+                     noise_levels=None, noise_kind: str | None = None) -> dict[str, Any]:
     """Evaluates checkpoint `step` (None: the newest intact one, `vae_jax.app.runs.load_run`) of a
     `scripts/train.py` run in `workdir` on its dataset's test split, and writes the report to
     ``workdir/eval.json`` (atomically, `run_folder.write_json`; nothing else in `workdir`
@@ -284,6 +409,11 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     the `data.ImageDataset` it was trained on (``workdir/dataset.json`` records it), and only so
     (`runs.check_dataset`).
 
+    A plain autoencoder (``model='ae'``) gets `evaluate_autoencoder`'s report instead (no ELBO
+    or NLL). With `noise_levels` (e.g. `DEFAULT_NOISE_LEVELS`) the report adds
+    `denoising_report`'s rows for `noise_kind` (None: the run's ``corruption``, gaussian for a
+    run without one).
+
     Returns the report of `evaluate` with "workdir", "step", "epoch", "dataset", "binarized" and
     "seed" (None: the run's own keys) added. Raises `vae_jax.VAEJaxError` subclasses for bad
     input: a bad `num_samples`, `batch_size`, `chunk_size` or `seed` (`ConfigError`), no such
@@ -298,8 +428,13 @@ def evaluate_workdir(workdir: str, step: int | None = None,
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     check_seed(seed)
     runs.check_dataset(workdir, dataset, data_dir, manual_dir, "evaluation.evaluate_workdir")
+    if noise_levels is not None:
+        noise_levels = check_noise_levels(noise_levels)
+    if noise_kind is not None and noise_kind not in corruption.CORRUPTIONS[1:]:
+        raise ConfigError(f"noise_kind must be one of {corruption.CORRUPTIONS[1:]}, got "
+                          f"{noise_kind!r}")
     _, config = runs.load_config(workdir, step)  # every checkpoint of a run has one likelihood
-    if config.likelihood in _NOT_DENSITIES:
+    if config.model == "vae" and config.likelihood in _NOT_DENSITIES:
         raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
                           "log-density, so there is no ELBO or log-likelihood to evaluate")
     path = os.path.join(workdir, EVAL_FILE)
@@ -314,7 +449,14 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     key = eval_key(config, seed)
     x = jax.jit(test_set, static_argnums=1)(dataset.test_images, config.binarize, key)
     data.check_unit_interval(x, f"the {config.dataset!r} test set")
-    report = evaluate(vae, params, x, key, num_samples, batch_size, chunk_size, progress)
+    if vae.stochastic:
+        report = evaluate(vae, params, x, key, num_samples, batch_size, chunk_size, progress)
+    else:
+        report = evaluate_autoencoder(vae, params, x, key)
+    if noise_levels is not None:
+        kind = noise_kind or (config.corruption if config.corruption != "none" else "gaussian")
+        grey = data.to_unit_interval(jax.device_put(dataset.test_images))
+        report.update(denoising_report(vae, params, x, grey, key, kind, noise_levels))
     report = {"workdir": os.path.abspath(workdir), "step": step, "epoch": run.epoch,
               "dataset": config.dataset, "binarized": bool(config.binarize), "seed": seed,
               **report}
@@ -327,8 +469,40 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     return report
 
 
+def _format_denoising(report: dict[str, Any]) -> list[str]:
+    if "denoising" not in report:
+        return []
+    lines = [f"denoising ({report['noise_kind']} noise; clean target, z = encoder mean of the "
+             "noisy input):", f"  {'level':>6s} {'log p(x|z) nats':>16s} {'PSNR dB':>8s}"]
+    lines += [f"  {row['level']:6.2f} {row['reconstruction_log_likelihood']:16.2f} "
+              f"{row['psnr_db']:8.2f}" for row in report["denoising"]]
+    return lines
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    if "step" not in report:
+        return []
+    return [f"{report['dataset']} test set, checkpoint step {report['step']} (epoch "
+            f"{report['epoch']}) of {report['workdir']}, "
+            + ("the run's own test keys" if report["seed"] is None
+               else f"seed {report['seed']}")]
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The report of `evaluate` (or `evaluate_workdir`) as a small text table."""
+    """The report of `evaluate` (or `evaluate_workdir`, or `evaluate_autoencoder`) as a small
+    text table."""
+    if "nll" not in report:  # a plain autoencoder
+        lines = _header(report)
+        lines.append(f"{'reconstruction loss':26s} {report['reconstruction_loss']:9.2f} "
+                     f"(bits/dim {report['reconstruction_loss_bits_per_dim']:.4f})")
+        lines.append(f"{'code L1 norm Σ|z_d|':26s} {report['code_l1_norm']:9.2f}")
+        lines.append(f"near-zero code entries (|z| < {report['near_zero_fraction_of_std']:g} × "
+                     f"std = {report['near_zero_threshold']:.4g}): "
+                     f"{100 * report['near_zero_fraction']:.1f} %, dead units "
+                     f"{report['dead_units']} / {report['latent_dim']}")
+        lines += _format_denoising(report)
+        lines.append(f"{report['num_examples']} examples")
+        return "\n".join(lines)
     k = report["num_samples"]
     rows = [
         ("test −ELBO (1 sample)", report["neg_elbo"], report["neg_elbo_bits_per_dim"]),
@@ -336,12 +510,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("rate KL(q(z|x) ‖ p(z))", report["kl"], None),
         ("distortion −log p(x|z)", report["reconstruction_loss"], None),
     ]
-    lines = []
-    if "step" in report:
-        lines.append(f"{report['dataset']} test set, checkpoint step {report['step']} (epoch "
-                     f"{report['epoch']}) of {report['workdir']}, "
-                     + ("the run's own test keys" if report["seed"] is None
-                        else f"seed {report['seed']}"))
+    lines = _header(report)
     lines.append(f"{'':26s} {'nats':>9s} {'bits/dim':>9s}")
     for name, nats, bits in rows:
         lines.append(f"{name:26s} {nats:9.2f} " + (f"{bits:9.4f}" if bits is not None else ""))
@@ -349,5 +518,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"active units (A_d > {report['active_unit_threshold']:g})  "
                  f"{report['active_units']} / {report['latent_dim']}")
     lines.append("KL per dim: " + " ".join(f"{v:.2f}" for v in report["kl_per_dim"]))
+    lines += _format_denoising(report)
     lines.append(f"{report['num_examples']} examples, {report.get('time_s', 0):.1f} s")
     return "\n".join(lines)

@@ -450,21 +450,27 @@ def write_dataset_record(workdir: str, record: dict[str, Any] | None) -> None:
 
 
 PICTURES = ("reconstructions", "samples")  # the pictures of an epoch, by name
+DENOISING_PICTURE = "denoising"  # and, for a denoising run, noisy / denoised / clean rows
 
 
 def picture_grids(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.ndarray,
-                  columns: int = 8) -> dict[str, np.ndarray]:
+                  columns: int = 8, noisy: np.ndarray | None = None,
+                  denoised: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The pictures of one epoch as `save_pictures` writes them, by name (`PICTURES`): uint8
     arrays (height, width, channels), each image pixel drawn 2×2 (`images.render_grid`):
 
     - ``reconstructions``: rows of `columns` `inputs`, each row followed by the row of their
       `reconstructions` (32 of each and 8 columns: 4 pairs of rows);
-    - ``samples``: the `samples`, 8 per row.
+    - ``samples``: the `samples`, 8 per row;
+    - ``denoising`` (a denoising run: `noisy` and `denoised` given): rows of `columns` `noisy`
+      inputs, their `denoised` reconstructions and the clean `inputs`, block after block.
 
     Args:
       inputs, reconstructions: host arrays (N, H, W, C) in [0, 1], example n of each together.
       samples: host array (M, H, W, C) in [0, 1], e.g. decoder means of prior draws.
       columns: images per row of the reconstructions picture.
+      noisy, denoised: None, or host arrays (K, H, W, C) in [0, 1], K ≤ len(inputs): corrupted
+        copies of ``inputs[:K]`` and the model's reconstructions from them.
 
     Raises:
       ValueError: `inputs` and `reconstructions` differ in shape, or an array is not (N, H, W, C).
@@ -475,12 +481,25 @@ def picture_grids(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.n
                          "must have one shape")
     rows = [row for start in range(0, len(inputs), columns)
             for row in (inputs[start:start + columns], reconstructions[start:start + columns])]
-    return {"reconstructions": images.render_grid(np.concatenate(rows), columns=columns),
-            "samples": images.render_grid(samples, columns=8)}
+    grids = {"reconstructions": images.render_grid(np.concatenate(rows), columns=columns),
+             "samples": images.render_grid(samples, columns=8)}
+    if noisy is not None:
+        noisy, denoised = np.asarray(noisy), np.asarray(denoised)
+        if noisy.shape != denoised.shape or noisy.shape[1:] != inputs.shape[1:]:
+            raise ValueError(f"noisy {noisy.shape} and denoised {denoised.shape} must have one "
+                             f"shape, with images of the inputs' {inputs.shape[1:]}")
+        clean = inputs[:len(noisy)]
+        rows = [row for start in range(0, len(noisy), columns)
+                for row in (noisy[start:start + columns], denoised[start:start + columns],
+                            clean[start:start + columns])]
+        grids["denoising"] = images.render_grid(np.concatenate(rows), columns=columns)
+    return grids
 
 
 def save_pictures(folder: str, epoch: int, inputs: np.ndarray, reconstructions: np.ndarray,
-                  samples: np.ndarray, columns: int = 8) -> dict[str, np.ndarray]:
+                  samples: np.ndarray, noisy: np.ndarray | None = None,
+                  denoised: np.ndarray | None = None, columns: int = 8
+                  ) -> dict[str, np.ndarray]:
     """Writes the pictures of one epoch of a run (`picture_grids`) into ``folder/images``
     (created if missing), each atomically, as ``NAME_epochNNN.png`` (NNN: the 1-based `epoch`,
     three digits or more), and returns them by name. `folder` is the run folder (a sweep
@@ -490,7 +509,7 @@ def save_pictures(folder: str, epoch: int, inputs: np.ndarray, reconstructions: 
       ValueError: as `picture_grids`.
       OSError: a file that cannot be written.
     """
-    grids = picture_grids(inputs, reconstructions, samples, columns)
+    grids = picture_grids(inputs, reconstructions, samples, columns, noisy, denoised)
     out = os.path.join(folder, IMAGES_DIR)
     os.makedirs(out, exist_ok=True)
     for name, grid in grids.items():

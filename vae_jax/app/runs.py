@@ -41,7 +41,9 @@ class Run(NamedTuple):
       vae: the model that config describes, for the dataset's image shape.
       params: the checkpoint's params.
       step: the checkpoint's step (optimizer steps done).
-      dataset: the run's dataset (`vae_jax.app.data.ImageDataset`: uint8 images, labels).
+      dataset: the run's dataset (`vae_jax.app.data.ImageDataset`: uint8 images, labels), its
+        training split without the labels of ``config.exclude_labels``, as the run trained on
+        it (`data.exclude_labels`); the test split whole.
       workdir: the run's folder.
     """
 
@@ -170,7 +172,8 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
         if "dataset" not in loaded:  # every checkpoint of a run has the same dataset
             loaded["dataset"] = data.load_image_dataset(
                 config.dataset, data_dir or config.data_dir, manual_dir or config.manual_dir)
-        dataset = loaded["dataset"]
+        dataset = data.exclude_labels(loaded["dataset"], config.exclude_labels)
+        loaded["run_dataset"] = dataset
         vae = builders.model(config, dataset.image_shape)
         return config, vae, restore_params(checkpointer, s, vae)
 
@@ -188,7 +191,7 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
                         "--step, or none for the newest)" if intact
                         else "no other checkpoint is intact")
                 raise CheckpointError(f"{error}; {hint}") from None
-    return Run(config, vae, params, step, loaded["dataset"], os.path.abspath(workdir))
+    return Run(config, vae, params, step, loaded["run_dataset"], os.path.abspath(workdir))
 
 
 def _is_intact(restore: Callable[[int], Any], step: int) -> bool:

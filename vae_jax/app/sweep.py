@@ -1,7 +1,8 @@
 r"""Hyperparameter sweeps: N models trained side by side by the one training engine.
 
 A sweep trains N members, each the model that `training.train_and_evaluate` would train for the
-base config with some fields replaced (β, α, the learning rate, free bits, σ, the seed). It is
+base config with some fields replaced (β, α, the learning rate, free bits, σ, the corruption
+level, the L1 weight on codes, the seed). It is
 not a second training loop: `train_sweep` hands `training.fit` a `training.Models` of N stacked
 models, and the engine `jax.vmap`s its one-model step over their leading model axis, with the
 swept floats as the step's arguments (`training.make_train_step`):

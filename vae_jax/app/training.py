@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import iwae, model as model_lib, objectives
+from vae_jax import corruption, iwae, model as model_lib, objectives
 from vae_jax.app import (builders, checkpointing, configs, data, distributed, evaluation,
                          input_pipeline, prng, run_folder, summaries)
 from vae_jax.app.builders import RunKeys  # pylint: disable=unused-import  (re-exported)
@@ -52,6 +52,7 @@ from vae_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKED_TERMS = ("reconstruction", "KL", "gradient")  # the order of `Divergence.terms`
 PICTURE_COUNT = 8  # columns of the reconstruction grid; 4 rows of inputs and 4 of reconstructions
+DENOISING_PICTURE_COUNT = 16  # denoising runs: 2 blocks of noisy / denoised / clean rows of 8
 
 
 class TrainState(NamedTuple):
@@ -89,14 +90,18 @@ def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarize: bool) -> ja
 
 
 def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: Any = 0.0,
-                 iwae_samples: int = 1) -> Callable:
-    """Returns ``loss_fn(params, x, key, beta) -> (loss, ELBOTerms of batch means)`` for `jax.grad`
-    with ``has_aux=True``: `objectives.loss` (the β-weighted ELBO with `free_bits`) when
-    `objective` is "elbo", `iwae.iwae_loss` with K = `iwae_samples` (β unused) when "iwae"."""
+                 iwae_samples: int = 1, code_l1: Any = 0.0) -> Callable:
+    """Returns ``loss_fn(params, x, key, beta, x_input=None) -> (loss, ELBOTerms of batch
+    means)`` for `jax.grad` with ``has_aux=True``: `objectives.loss` (the β-weighted ELBO with
+    `free_bits`, and the L1 penalty `code_l1` on a plain autoencoder's code) when `objective` is
+    "elbo", `iwae.iwae_loss` with K = `iwae_samples` (β unused) when "iwae". `x_input`, when
+    given, is the encoder's input (a corrupted x: denoising); the loss scores the clean x."""
     if objective == "elbo":
-        return lambda params, x, key, beta: objectives.loss(vae, params, x, key, beta, free_bits)
+        return lambda params, x, key, beta, x_input=None: objectives.loss(
+            vae, params, x, key, beta, free_bits, x_input, code_l1)
     if objective == "iwae":
-        return lambda params, x, key, beta: iwae.iwae_loss(vae, params, x, key, iwae_samples)
+        return lambda params, x, key, beta, x_input=None: iwae.iwae_loss(
+            vae, params, x, key, iwae_samples, x_input)
     raise ConfigError(f"objective must be one of {builders.OBJECTIVES}, got {objective!r}")
 
 
@@ -114,18 +119,27 @@ def make_train_step(config: ml_collections.ConfigDict, input_shape: Sequence[int
     state.step)``, minimises `make_loss_fn` with β = kl_weight(step), and returns the loss,
     neg_elbo, reconstruction_loss and kl of the batch in nats per example, and bool (3,) flags of
     a non-finite reconstruction term, KL term or gradient (`CHECKED_TERMS`).
+
+    Denoising (``config.corruption`` not "none"): the encoder reads `corrupt_batch` of the
+    (binarised) batch, drawn from ``fold_in(corruption_key, state.step)`` (`RunKeys.corruption`),
+    and the loss scores the clean batch. Sparse codes (``config.code_l1`` non-zero, or swept):
+    the loss adds the L1 penalty and the metrics add ``code_l1_norm``, the batch mean of
+    Σ_d |z_d| (`objectives.code_l1_norm`).
     """
     input_shape = tuple(input_shape)
 
     def step(state: TrainState, hparams: builders.Hyperparameters, train_images: jax.Array,
              indices: jax.Array):
         parts = builders.components(config, input_shape, steps_per_epoch, hparams)
-        loss_fn = make_loss_fn(parts.vae, config.objective, parts.free_bits, config.iwae_samples)
-        noise = RunKeys.from_root(state.key).noise
-        binarize_key, elbo_key = jax.random.split(jax.random.fold_in(noise, state.step))
+        code_l1 = builders.hyperparameter(config, hparams, "code_l1")
+        loss_fn = make_loss_fn(parts.vae, config.objective, parts.free_bits, config.iwae_samples,
+                               code_l1)
+        keys = RunKeys.from_root(state.key)
+        binarize_key, elbo_key = jax.random.split(jax.random.fold_in(keys.noise, state.step))
         x = prepare_batch(binarize_key, train_images[indices], config.binarize)
+        x_input = corrupt_batch(config, hparams, keys.corruption, state.step, x)
         (loss, means), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, x, elbo_key, parts.kl_weight(state.step))
+            state.params, x, elbo_key, parts.kl_weight(state.step), x_input)
         updates, opt_state = parts.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # One sum per gradient: NaN or ±∞ anywhere makes it non-finite (as would a finite sum
@@ -134,9 +148,26 @@ def make_train_step(config: ml_collections.ConfigDict, input_shape: Sequence[int
         nonfinite = ~jnp.stack([jnp.isfinite(means.reconstruction), jnp.isfinite(means.kl),
                                 grads_finite])
         metrics = {"loss": loss, **reported_terms(means)}
+        if "code_l1" in hparams or config.code_l1 != 0:
+            metrics["code_l1_norm"] = jnp.mean(objectives.code_l1_norm(
+                parts.vae, state.params, x if x_input is None else x_input))
         return TrainState(params, opt_state, state.step + 1, state.key), (metrics, nonfinite)
 
     return step
+
+
+def corrupt_batch(config: ml_collections.ConfigDict, hparams: builders.Hyperparameters,
+                  corruption_key: jax.Array, step: jax.Array, x: jax.Array) -> jax.Array | None:
+    """The encoder's input of training step `step`: `corruption.corrupt` of the float batch x
+    (B, *shape) by ``config.corruption`` at the level `builders.hyperparameter` gives, with the
+    key ``fold_in(corruption_key, step)`` (a function of the run's seed and the step alone, so a
+    resumed run draws what an uninterrupted one does); None for ``corruption="none"`` (the
+    encoder reads x, and nothing is drawn)."""
+    if config.corruption == "none":
+        return None
+    level = builders.hyperparameter(config, hparams, "corruption_level")
+    return corruption.corrupt(jax.random.fold_in(corruption_key, step), x, config.corruption,
+                              level)
 
 
 def _summarize(first_step: jax.Array, metrics: dict[str, jax.Array],
@@ -274,8 +305,9 @@ def from_checkpoint(tree: dict[str, Any], prng_impl: str) -> TrainState:
 def load_training_data(config: ml_collections.ConfigDict, dataset: data.ImageDataset | None = None
                        ) -> tuple[data.ImageDataset, int]:
     """`dataset`, or when None the TFDS dataset `config` names, and its steps per epoch (the last
-    incomplete batch dropped); raises `ConfigError` when one batch is larger than the training
-    split or when ``config.dataset`` is not ``dataset.name`` (the run records one name), and
+    incomplete batch dropped), without the training examples of ``config.exclude_labels``
+    (`data.exclude_labels`); raises `ConfigError` when one batch is larger than the training
+    split, when an excluded label is absent, or when ``config.dataset`` is not ``dataset.name`` (the run records one name), and
     `DataError` when `dataset`'s images are not uint8 (N, H, W, C) with a test split of the same
     image shape."""
     if dataset is None:
@@ -287,6 +319,7 @@ def load_training_data(config: ml_collections.ConfigDict, dataset: data.ImageDat
                 f"config.dataset={config.dataset!r} but the arrays in memory are the "
                 f"ImageDataset {dataset.name!r}: set config.dataset={dataset.name!r} (the run "
                 f"records one name), or name the ImageDataset {config.dataset!r}")
+    dataset = data.exclude_labels(dataset, config.exclude_labels)
     num_train = len(dataset.train_images)
     if config.batch_size > num_train:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
@@ -404,12 +437,24 @@ def pictures(vae: model_lib.VAE, params, test_x: jax.Array, key: jax.Array,
              count: int = PICTURE_COUNT) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(inputs, reconstructions, samples) of the epoch's picture grids: the first 4·`count` test
     images, the decoder means at their posterior means, and the decoder means of 64 draws
-    z ~ N(0, I) from `key`."""
+    z ~ N(0, I) from `key`. (A denoising run adds `denoising_pictures`.)"""
     inputs = test_x[: count * 4]
     mean, _ = vae.encode(params, inputs)
     recons = vae.observation_mean(vae.decode(params, mean))
     z = jax.random.normal(key, (64, vae.latent_dim))
     return inputs, recons, vae.observation_mean(vae.decode(params, z))
+
+
+def denoising_pictures(vae: model_lib.VAE, params, test_x: jax.Array, key: jax.Array, kind: str,
+                       level, count: int = DENOISING_PICTURE_COUNT
+                       ) -> tuple[jax.Array, jax.Array]:
+    """(noisy, denoised) of the epoch's denoising picture (`run_folder.picture_grids`): the first
+    `count` test images corrupted by `kind` at `level` with `key` (`corruption.corrupt`), and the
+    decoder means at the encoder means of those noisy images; the clean row is ``test_x[:count]``
+    (the inputs of `pictures`)."""
+    noisy = corruption.corrupt(key, test_x[:count], kind, level)
+    mean, _ = vae.encode(params, noisy)
+    return noisy, vae.observation_mean(vae.decode(params, mean))
 
 
 def _make_evaluate(models: Models, input_shape: tuple[int, ...],
@@ -425,8 +470,12 @@ def _make_evaluate(models: Models, input_shape: tuple[int, ...],
 
     def one(params, hparams, test_x, eval_key):
         vae = builders.model(config, input_shape, hparams)
-        return (evaluation.elbo_means(vae, params, test_x, eval_key),
-                pictures(vae, params, test_x, jax.random.fold_in(eval_key, 2)))
+        grids = pictures(vae, params, test_x, jax.random.fold_in(eval_key, 2))
+        if config.corruption != "none":  # noisy / denoised / clean rows
+            grids += denoising_pictures(
+                vae, params, test_x, jax.random.fold_in(eval_key, evaluation.PICTURE_NOISE_FOLD),
+                config.corruption, builders.hyperparameter(config, hparams, "corruption_level"))
+        return evaluation.elbo_means(vae, params, test_x, eval_key), grids
 
     if not models.stacked:
         return jax.jit(one, out_shardings=replicated)

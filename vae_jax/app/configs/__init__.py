@@ -20,6 +20,7 @@ import ml_collections
 
 from vae_jax.app.builders import (ARCHITECTURES, COMPUTE_DTYPES, LR_SCHEDULES, MODELS,
                                   OBJECTIVES, TRAIN_LOOPS)
+from vae_jax.corruption import CORRUPTIONS
 from vae_jax.errors import ConfigError
 from vae_jax.likelihoods import GAUSSIAN_SCALES, LIKELIHOODS
 
@@ -122,6 +123,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             _require(config[field] == neutral, field, config[field],
                      f"{neutral} with objective='iwae' (the importance-weighted bound has no KL "
                      "weight)")
+    _validate_applications(config)
     _require(config.prng_impl in PRNG_IMPLS, "prng_impl", config.prng_impl,
              f"one of {PRNG_IMPLS}")
     for field in ("binarize", "progress_bar", "debug_nans"):
@@ -130,6 +132,27 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _require(config[field] is None or isinstance(config[field], str), field, config[field],
                  "a folder path or None")
     return config
+
+
+def _validate_applications(config: ml_collections.ConfigDict) -> None:
+    """The fields of denoising, sparse codes and held-out classes (issue #19)."""
+    _require(config.corruption in CORRUPTIONS, "corruption", config.corruption,
+             f"one of {CORRUPTIONS}")
+    level = config.corruption_level
+    _require(_is_real(level) and 0 <= level <= 1, "corruption_level", level,
+             "a number in [0, 1] (σ for gaussian, in pixel units; p for mask and salt_and_pepper)")
+    _require(config.corruption != "none" or level == 0, "corruption_level", level,
+             "0 with corruption='none' (set --config.corruption=gaussian, mask or "
+             "salt_and_pepper to corrupt the encoder's input)")
+    _require(_is_real(config.code_l1) and config.code_l1 >= 0, "code_l1", config.code_l1,
+             "a non-negative number")
+    _require(config.model == "ae" or config.code_l1 == 0, "code_l1", config.code_l1,
+             "0 for model='vae' (the L1 penalty is for the plain autoencoder's code, "
+             "--config.model=ae; a VAE's code is regularised by its KL term)")
+    labels = config.exclude_labels
+    _require(isinstance(labels, (tuple, list)) and all(_is_int(v) and v >= 0 for v in labels)
+             and len(set(labels)) == len(labels), "exclude_labels", labels,
+             "a tuple of distinct non-negative integer labels, e.g. --config.exclude_labels='(7,)'")
 
 
 def get_default() -> ml_collections.ConfigDict:
@@ -147,6 +170,8 @@ FIELD_HELP = {
     "data_dir": "TFDS data folder (None: TFDS's default, `~/tensorflow_datasets`)",
     "manual_dir": "folder with the original download files, to prepare the dataset offline",
     "binarize": "dynamic binarisation (a fresh Bernoulli draw of every image at every use)",
+    "exclude_labels": "labels dropped from the training split (the test split keeps them), "
+                      "e.g. `'(7,)'` for one-digit-held-out anomaly detection",
     "model": "`vae`, or `ae`: the plain autoencoder (deterministic code, no sampling, no KL)",
     "architecture": "`mlp`, or `conv` (stride-2 4×4 convolutions; H and W must divide by "
                     "2^len(conv_channels))",
@@ -171,6 +196,14 @@ FIELD_HELP = {
     "objective": "`elbo` (β, warm-up and free bits apply), or `iwae`: the importance-weighted "
                  "bound with K = `iwae_samples` (Burda et al. 2015)",
     "iwae_samples": "`iwae`: the number K of importance samples per example",
+    "corruption": "denoising: the encoder reads a corrupted batch, the reconstruction term "
+                  "scores the clean one — `none`, `gaussian`, `mask` or `salt_and_pepper` "
+                  "(`vae_jax.corruption`)",
+    "corruption_level": "denoising: σ of `gaussian` noise (pixels in [0, 1], clipped), or the "
+                        "probability p of each pixel for `mask` (set to 0) and `salt_and_pepper` "
+                        "(set to 0 or 1)",
+    "code_l1": "sparse codes, `model='ae'` only: weight λ of the L1 penalty λ·Σ_d ∣z_d∣ per "
+               "example (logged as `code_l1_norm`)",
     "num_epochs": "epochs to train; running again with more resumes and trains further (fewer "
                   "than done changes nothing)",
     "batch_size": "examples per step, split over the devices (must divide by the device count)",

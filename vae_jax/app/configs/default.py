@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None = TFDS's default
     config.manual_dir = config_dict.placeholder(str)  # folder with the original files (offline)
     config.binarize = True  # dynamic binarisation: a fresh Bernoulli draw per use
+    config.exclude_labels = ()  # labels dropped from the training split (held-out classes)
     # Model.
     config.model = "vae"  # "vae", or "ae": the plain autoencoder (no variance, sampling or KL)
     config.architecture = "mlp"  # "mlp" or "conv"
@@ -36,6 +37,13 @@ def get_config() -> ml_collections.ConfigDict:
     # bound with iwae_samples samples per example (Burda et al. 2015).
     config.objective = "elbo"
     config.iwae_samples = 5
+    # Denoising (vae_jax.corruption): the encoder reads a corrupted copy of each training batch,
+    # the reconstruction term scores the clean one. "none", "gaussian" (level: σ in [0, 1] pixel
+    # units), "mask" or "salt_and_pepper" (level: the probability p of each pixel).
+    config.corruption = "none"
+    config.corruption_level = 0.0
+    # Sparse codes: the weight λ of the L1 penalty λ·Σ_d |z_d| on the plain autoencoder's code.
+    config.code_l1 = 0.0
     # Optimisation.
     config.num_epochs = 10
     config.batch_size = 128
