@@ -4,7 +4,8 @@ Scores every image of an out-of-distribution (OOD) split (``--dataset``, ``--spl
 in-distribution split (``--in_dataset``, ``--in_split``; default: the run's own dataset, test split)
 with the run's model: −ELBO, the importance-weighted NLL (K = ``--num_samples``), the
 input-complexity score S(x) = −log2 p(x) − L(x) (L: PNG bits; Serrà et al. 2020) and the
-reconstruction error (a plain autoencoder's only score). Prints AUROC, AUPRC and FPR at 95 % TPR of
+reconstruction error (a plain autoencoder's only score); with ``--background=DIR`` (a second run)
+the likelihood ratio nll − nll_background (Ren et al. 2019). Prints AUROC, AUPRC and FPR at 95 % TPR of
 OOD-vs-in for each score (higher score = more anomalous, OOD positive) and writes PREFIX.npz,
 PREFIX.csv, PREFIX.json and the histograms PREFIX.png — outside the run folder, which it only reads.
 ``--held_out`` compares, for a run trained without some labels (config.exclude_labels), the test
@@ -42,6 +43,9 @@ _DATASET_MANUAL_DIR = flags.DEFINE_string("dataset_manual_dir", None, "Original 
                                           "--dataset when it is not the run's dataset.")
 _IN_MANUAL_DIR = flags.DEFINE_string("in_manual_dir", None, "Original files of --in_dataset when "
                                      "it is not the run's dataset.")
+_BACKGROUND = flags.DEFINE_string(
+    "background", None, "Folder of a background run (same image shape and binarisation): adds "
+    "likelihood_ratio = nll - nll_background (Ren et al. 2019).")
 _HISTOGRAM = flags.DEFINE_bool("histogram", True, "Draw PREFIX.png (needs matplotlib).")
 _JSON = flags.DEFINE_bool("json", False, "Print the result as JSON instead of a table.")
 USAGE = ("python scripts/score.py --workdir=DIR --output=PREFIX [--dataset=NAME] [--split=test] "
@@ -58,7 +62,7 @@ def score():
         chunk_size=_CHUNK_SIZE.value, seed=_SEED.value, step=_STEP.value,
         data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
         out_manual_dir=_DATASET_MANUAL_DIR.value, in_manual_dir=_IN_MANUAL_DIR.value,
-        histogram=_HISTOGRAM.value)
+        histogram=_HISTOGRAM.value, background=_BACKGROUND.value)
     print(json.dumps(summary, indent=2) if _JSON.value else scores.format_scores(summary),
           flush=True)
 

@@ -25,7 +25,7 @@ from PIL import Image
 import vae_jax
 from conftest import REPO, assert_one_line_error
 from mock_train import small_config
-from vae_jax.app import data, evaluation, run_folder, scores, training
+from vae_jax.app import evaluation, run_folder, runs, scores, training
 
 MOCK_EXAMPLES = 64
 
@@ -289,6 +289,25 @@ def test_held_out_labels_and_a_plain_autoencoders_scores_and_codes(mocked_run, t
     assert not np.isin(arrays["in_labels"], [0, 1, 2]).any()
     assert len(arrays["in_labels"]) + len(arrays["out_labels"]) == MOCK_EXAMPLES
     assert summary["held_out_labels"] == [0, 1, 2] and "auroc" in summary["metrics"]["nll"]
+    # The likelihood ratio against a background run: against the run itself it is 0 (the same
+    # model, images and keys); against another, nll − the other's nll.
+    itself = scores.score_workdir(held, str(tmp_path / "ratio"), held_out=True, num_samples=2,
+                                  batch_size=16, histogram=False, progress=False,
+                                  background=held, scores=["nll"])
+    ratio = np.load(tmp_path / "ratio.npz")
+    np.testing.assert_array_equal(ratio["in_likelihood_ratio"], 0.0)
+    assert itself["metrics"]["likelihood_ratio"]["auroc"] == 0.5
+    scores.score_workdir(held, str(tmp_path / "ratio2"), held_out=True, num_samples=2,
+                         batch_size=16, histogram=False, progress=False, background=mocked_run)
+    ratio = np.load(tmp_path / "ratio2.npz")
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
+        other = runs.load_run(mocked_run)
+    key = evaluation.eval_key(other.config)  # the held copy's too: the same seed
+    x = evaluation.test_set(other.dataset.test_images, True, key)
+    kept = np.asarray(x)[~np.isin(other.dataset.test_labels, [0, 1, 2])]  # the "in" images
+    other_nll = scores.iwae_nll(other.vae, other.params, kept, key, 2, 16, progress=False)
+    np.testing.assert_allclose(ratio["in_likelihood_ratio"], ratio["in_nll"] - other_nll,
+                               rtol=1e-6, atol=1e-4)
     ae = _with_config(mocked_run, tmp_path / "ae", model="ae")
     with pytest.raises(vae_jax.ConfigError, match=r"plain autoencoder \(model='ae'\) .*"
                        r"\(--scores=reconstruction\)"):

@@ -82,7 +82,11 @@ TPR_LEVEL = 0.95
 _NOT_DENSITIES = ("mse", "rmse")
 _CONTINUOUS = ("gaussian",)
 SCORES = ("reconstruction", "neg_elbo", "nll", "complexity")
-SCORE_UNITS = {"reconstruction": "nats", "neg_elbo": "nats", "nll": "nats", "complexity": "bits"}
+SCORE_UNITS = {"reconstruction": "nats", "neg_elbo": "nats", "nll": "nats", "complexity": "bits",
+               "likelihood_ratio": "nats"}
+# Every score a file may hold, in the order of the tables and pictures (`likelihood_ratio` needs a
+# background run: `score_workdir`).
+ALL_SCORES = (*SCORES, "likelihood_ratio")
 
 
 # --- Detection metrics ------------------------------------------------------------------------
@@ -561,7 +565,7 @@ def save_score_histograms(path: str, scores_in: dict[str, np.ndarray],
     of both sets) of the in-distribution and OOD scores, the AUROC in the panel's title. Needs
     matplotlib (`vae_jax.app.optional`: one line naming the ``plots`` extra). Returns `path`."""
 
-    names = [n for n in SCORES if n in scores_in and n in scores_out]
+    names = [n for n in ALL_SCORES if n in scores_in and n in scores_out]
     figure = plots._figure(4.0 * len(names), 3.2)  # pylint: disable=protected-access
     for i, name in enumerate(names):
         ax = figure.add_subplot(1, len(names), i + 1)
@@ -675,13 +679,21 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
                   step: int | None = None, data_dir: str | None = None,
                   manual_dir: str | None = None, out_manual_dir: str | None = None,
                   in_manual_dir: str | None = None, histogram: bool = True,
-                  progress: bool | None = None, dataset=None) -> dict[str, Any]:
+                  progress: bool | None = None, dataset=None,
+                  background: str | None = None) -> dict[str, Any]:
     """Anomaly scores of a trained run: OOD data `out_split` of `out_dataset` against the
     in-distribution `in_split` of `in_dataset` (both default: the run's dataset, test split).
 
     With `held_out`, for a run trained without some labels (``config.exclude_labels``): in = the
     images of `out_split` of the run's dataset with the kept labels, OOD = those with the
     excluded labels. When the OOD set is the in-distribution set, only the scores are written.
+
+    With `background`, the folder of a second run (a background model p₀ with the same image
+    shape and binarisation, e.g. trained on perturbed or generic images), the score
+    ``likelihood_ratio`` = nll − nll₀ = −log p(x)/p₀(x) (nats; K samples each, the same x and
+    keys) is added: the likelihood ratio of Ren et al. 2019 ("Likelihood ratios for
+    out-of-distribution detection", NeurIPS), negated so that higher = more anomalous; what both
+    models find easy cancels.
 
     Each set is prepared as the evaluation prepares the test set (`evaluation.test_set` with the
     run's eval key, or `seed`'s) and scored by `score_examples` (`scores`: None = every score
@@ -711,6 +723,18 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
     runs.check_dataset(workdir, dataset, data_dir, manual_dir, "scores.score_workdir")
     _, config = runs.load_config(workdir, step)
     names = check_scores(_model_kind(config), scores)
+    if background is not None:
+        _, background_config = runs.load_config(background)
+        for what, kind in (("the run", _model_kind(config)),
+                           (f"the background run {background}", _model_kind(background_config))):
+            if "nll" not in available_scores(kind):
+                model = "vae" if kind.stochastic else "ae"
+                raise ConfigError(f"a likelihood ratio needs a log-likelihood of {what}, whose "
+                                  f"model (model={model!r}, {kind.likelihood}) has none")
+        if bool(background_config.binarize) != bool(config.binarize):
+            verb = "binarises" if background_config.binarize else "does not binarise"
+            raise ConfigError(f"the background run {background} {verb} its data and the run "
+                              "does not: both must score the same x")
     excluded = tuple(int(v) for v in (config.get("exclude_labels", ()) or ()))
     own = config.dataset
     if held_out:
@@ -724,6 +748,12 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
     run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     vae, params = run.vae, run.params
     key = evaluation.eval_key(config, seed)
+    if background is not None:
+        background_run = runs.load_run(background, None, data_dir)
+        if tuple(background_run.vae.input_shape) != tuple(vae.input_shape):
+            raise DataError(f"the background run {background} models images of shape "
+                            f"{tuple(background_run.vae.input_shape)}, the run "
+                            f"{tuple(vae.input_shape)}: they must score the same images")
     prepare = jax.jit(evaluation.test_set, static_argnums=1)
 
     def images_of(name, split, where):
@@ -757,8 +787,17 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
         per_set[role] = score_examples(vae, params, x, key, bool(config.binarize), names,
                                        num_samples, batch_size, chunk_size, progress,
                                        desc=f"{role}: {name} {split}")
+        if background is not None:
+            nll = per_set[role].get("nll")
+            if nll is None:
+                nll = iwae_nll(vae, params, x, key, num_samples, batch_size, chunk_size, progress)
+            per_set[role]["likelihood_ratio"] = nll - iwae_nll(
+                background_run.vae, background_run.params, x, key, num_samples, batch_size,
+                chunk_size, progress, desc=f"{role}: background")
     if same:
         per_set["out"] = per_set["in"]
+    if background is not None:
+        names = (*names, "likelihood_ratio")
     metrics = {} if same else {n: detection_metrics(per_set["in"][n], per_set["out"][n])
                                for n in names}
     files = {"npz": prefix + ".npz", "csv": prefix + ".csv", "json": prefix + ".json"}
@@ -767,7 +806,7 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
     with open(files["npz"] + ".tmp", "wb") as f:
         np.savez(f, **arrays)
     os.replace(files["npz"] + ".tmp", files["npz"])
-    columns = [n for n in (*SCORES, "png_bits") if n in per_set["in"]]
+    columns = [n for n in (*ALL_SCORES, "png_bits") if n in per_set["in"]]
     rows = [(role, i, int(sets[role][1][i]), *(per_set[role][c][i] for c in columns))
             for role in (("in",) if same else ("in", "out")) for i in range(len(sets[role][1]))]
     write_csv(files["csv"], ["set", "index", "label", *columns], rows)
@@ -782,6 +821,7 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
         "scores": list(names), "units": {n: SCORE_UNITS[n] for n in names},
         "num_samples": num_samples if {"nll", "complexity"} & set(names) else None,
         "seed": seed,
+        "background": os.path.abspath(background) if background is not None else None,
         "convention": "higher score = more anomalous; OOD examples are the positive class",
         "metrics": metrics,
         "means": {role: {n: float(np.mean(v)) for n, v in per_set[role].items()}
