@@ -25,7 +25,7 @@ from PIL import Image
 import vae_jax
 from conftest import REPO, assert_one_line_error
 from mock_train import small_config
-from vae_jax.app import evaluation, run_folder, runs, scores, training
+from vae_jax.app import data, evaluation, run_folder, runs, scores, training
 
 MOCK_EXAMPLES = 64
 
@@ -173,11 +173,11 @@ def test_compression_report_of_a_binarised_model():
 
 
 def test_unknown_split_names_the_splits():
-    scores.check_split_name("mnist", "test[:10%]+train", ["train", "test"])
-    scores.check_split_name("mnist", "validation", [])  # nothing declared: not checked
+    data.check_split_name("mnist", "test[:10%]+train", ["train", "test"])
+    data.check_split_name("mnist", "validation", [])  # nothing declared: not checked
     with pytest.raises(vae_jax.DataError, match=r"dataset 'mnist' has no split 'validation' "
                        r"\(its splits: test, train\)"):
-        scores.check_split_name("mnist", "validation[:5]", ["train", "test"])
+        data.check_split_name("mnist", "validation[:5]", ["train", "test"])
 
 
 def test_output_inside_the_run_folder_is_refused(tmp_path):
@@ -205,7 +205,7 @@ def run_mocked(script, *args, splits=False):
     datasets are taken to declare the splits train and test (mocked TFDS declares none)."""
     path = str(REPO / "scripts" / script)
     patch = ("import vae_jax.app.scores\n"
-             "vae_jax.app.scores._declared_splits = lambda builder: ['train', 'test']\n"
+             "vae_jax.app.data._declared_splits = lambda builder: ['train', 'test']\n"
              if splits else "")
     command = [sys.executable, "-c",
                "import runpy, sys, tensorflow_datasets as tfds\n" + patch +

@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -337,6 +337,29 @@ def _checksum_errors(tfds) -> tuple[type[Exception], ...]:
     return (error,) if isinstance(error, type) else ()
 
 
+def _image_builder(name: str, data_dir: str | None, manual_dir: str | None):
+    """(tfds, the prepared TFDS builder of the image dataset `name`); see `load_image_dataset`."""
+    tfds = _import_tfds(name)
+    builder = _builder(tfds, name, data_dir)
+    features = builder.info.features
+    if "image" not in features or features["image"].np_dtype != np.uint8:
+        raise DataError(f"dataset {name!r} has no uint8 'image' feature; vae_jax models images")
+    _prepare(tfds, builder, name, manual_dir)
+    return tfds, builder
+
+
+def _read_split(tfds, builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images (N, H, W, C), labels (N,), zeros when the dataset has none) of `split`."""
+    # Batches concatenated on the host (batch_size=-1 is not supported by mocked TFDS).
+    batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH)))
+    if not batches:
+        raise DataError(f"split {split!r} of dataset {builder.name!r} is empty")
+    images = np.concatenate([b["image"] for b in batches]).astype(np.uint8, copy=False)
+    labels = (np.concatenate([b["label"] for b in batches]) if "label" in batches[0]
+              else np.zeros(len(images), np.int64))
+    return images, labels
+
+
 def load_image_dataset(name: str, data_dir: str | None = None,
                        manual_dir: str | None = None) -> ImageDataset:
     """Loads the train and test splits of a TFDS image dataset as uint8 numpy arrays.
@@ -348,25 +371,48 @@ def load_image_dataset(name: str, data_dir: str | None = None,
     when TensorFlow Datasets or TensorFlow is not installed. TFDS's progress bars show only when
     stderr is a terminal, as the training's own bar does.
     """
-    tfds = _import_tfds(name)
-    builder = _builder(tfds, name, data_dir)
-    features = builder.info.features
-    if "image" not in features or features["image"].np_dtype != np.uint8:
-        raise DataError(f"dataset {name!r} has no uint8 'image' feature; vae_jax models images")
-    _prepare(tfds, builder, name, manual_dir)
+    tfds, builder = _image_builder(name, data_dir, manual_dir)
     splits = set(builder.info.splits.keys())
     missing = {"train", "test"} - splits
     if splits and missing:  # (mocked TFDS in tests declares no splits but serves both)
         raise DataError(f"dataset {name!r} has no {' or '.join(sorted(missing))} split")
-    arrays = {}
-    for split in ("train", "test"):
-        # Batches concatenated on the host (batch_size=-1 is not supported by mocked TFDS).
-        batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=_READ_BATCH)))
-        images = np.concatenate([b["image"] for b in batches]).astype(np.uint8, copy=False)
-        labels = (np.concatenate([b["label"] for b in batches]) if "label" in batches[0]
-                  else np.zeros(len(images), np.int64))
-        arrays[split] = (images, labels)
-    return ImageDataset(name, *arrays["train"], *arrays["test"])
+    return ImageDataset(name, *_read_split(tfds, builder, "train"),
+                        *_read_split(tfds, builder, "test"))
+
+
+def check_split_name(name: str, split: str, available: Sequence[str]) -> None:
+    """Raises `DataError` (one line naming the dataset's splits) unless every part of the TFDS
+    split expression `split` (``test``, ``test[:10%]``, ``train+test``) names one of
+    `available`; no check when `available` is empty (mocked TFDS declares none)."""
+    if not isinstance(split, str) or not split.strip():
+        raise DataError(f"split must name a split of {name!r}, got {split!r}")
+    if not available:
+        return
+    for part in split.split("+"):
+        base = part.strip().partition("[")[0]
+        if base not in available:
+            raise DataError(f"dataset {name!r} has no split {base!r} (its splits: "
+                            f"{', '.join(sorted(available))})")
+
+
+def _declared_splits(builder) -> list[str]:
+    """The split names a prepared TFDS builder declares (none under `tfds.testing.mock_data`)."""
+    return list(builder.info.splits.keys())
+
+
+def load_split(name: str, split: str, data_dir: str | None = None,
+               manual_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images (N, H, W, C), labels (N,)) of `split`, any TFDS split expression
+    (``test``, ``test[:1000]``, ``train+test``), of the TFDS image dataset `name`, prepared first
+    as `load_image_dataset` prepares it. Raises `DataError` (one line) for an unknown dataset or
+    split, an empty split, and as `load_image_dataset`."""
+    tfds, builder = _image_builder(name, data_dir, manual_dir)
+    check_split_name(name, split, _declared_splits(builder))  # known once prepared
+    try:
+        return _read_split(tfds, builder, split)
+    except (KeyError, ValueError) as error:
+        raise DataError(f"dataset {name!r}: bad split {split!r} "
+                        f"({str(error).splitlines()[0][:200]})") from None
 
 
 def exclude_labels(dataset: ImageDataset, labels) -> ImageDataset:

@@ -175,6 +175,33 @@ def make_batch_evaluator(vae: VAE, num_samples: int, batch_size: int,
     return evaluate_batch
 
 
+def per_example_bound(vae: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int,
+                      batch_size: int = DEFAULT_BATCH_SIZE,
+                      chunk_size: int | None = DEFAULT_CHUNK_SIZE, progress: bool | None = None,
+                      desc: str = "evaluating") -> dict[str, np.ndarray]:
+    """`make_batch_evaluator`'s per-example terms of every example of the float data x
+    (N, *input_shape), on the host as float64: "nll" (N,) in nats, "mean" and "kl_per_dim"
+    (N, latent_dim). Every jitted call has the same shape (the last batch is padded with zeros,
+    and the padding dropped here); example n uses ``fold_in(fold_in(key, 3), n)``, so the values
+    depend on `key` alone, not on `batch_size` or `chunk_size`. A tqdm bar named `desc` shows
+    when `progress` (None: when stderr is a terminal)."""
+    num_examples = x.shape[0]
+    num_batches = -(-num_examples // batch_size)
+    padding = num_batches * batch_size - num_examples
+    x_padded = jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)])
+    evaluate_batch = make_batch_evaluator(vae, num_samples, batch_size, chunk_size)
+    show = sys.stderr.isatty() if progress is None else progress
+    batches = []
+    with tqdm(total=num_examples, desc=f"{desc} (K={num_samples})", unit="example",
+              disable=not show, leave=False) as bar:
+        for b in range(num_batches):
+            result = evaluate_batch(params, x_padded, jnp.int32(b * batch_size), key)
+            batches.append(jax.device_get(result))
+            bar.update(min(batch_size, num_examples - b * batch_size))
+    return {k: np.concatenate([r[k] for r in batches])[:num_examples].astype(np.float64)
+            for k in batches[0]}
+
+
 def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array,
              num_samples: int = DEFAULT_NUM_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
              chunk_size: int | None = DEFAULT_CHUNK_SIZE,
@@ -220,21 +247,8 @@ def evaluate(vae: VAE, params: Params, x: jax.Array | np.ndarray, key: jax.Array
     x = jax.device_put(x_host)
     # The ELBO terms exactly as training logs them (float32 means of `elbo_terms`).
     elbo = jax.device_get(jax.jit(elbo_means, static_argnums=0)(vae, params, x, key))
-    num_batches = -(-num_examples // batch_size)
-    padding = num_batches * batch_size - num_examples
-    x_padded = jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)])
-    evaluate_batch = make_batch_evaluator(vae, num_samples, batch_size, chunk_size)
-
-    show = sys.stderr.isatty() if progress is None else progress
-    batches = []
-    with tqdm(total=num_examples, desc=f"evaluating (K={num_samples})", unit="example",
-              disable=not show, leave=False) as bar:
-        for b in range(num_batches):
-            result = evaluate_batch(params, x_padded, jnp.int32(b * batch_size), key)
-            batches.append(jax.device_get(result))
-            bar.update(min(batch_size, num_examples - b * batch_size))
-    per_example = {k: np.concatenate([r[k] for r in batches])[:num_examples].astype(np.float64)
-                   for k in batches[0]}
+    per_example = per_example_bound(vae, params, x, key, num_samples, batch_size, chunk_size,
+                                    progress)
     return summarize(elbo, per_example, vae.input_shape, num_samples,
                      time_s=time.perf_counter() - start_time)
 
@@ -409,8 +423,10 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     the `data.ImageDataset` it was trained on (``workdir/dataset.json`` records it), and only so
     (`runs.check_dataset`).
 
-    A plain autoencoder (``model='ae'``) gets `evaluate_autoencoder`'s report instead (no ELBO
-    or NLL). With `noise_levels` (e.g. `DEFAULT_NOISE_LEVELS`) the report adds
+    A VAE's report adds "compression", `vae_jax.app.scores.compression_report` of the test set
+    (the rate and the bits-back codelength in bits per image beside PNG and zlib). A plain
+    autoencoder (``model='ae'``) gets `evaluate_autoencoder`'s report instead (no ELBO, NLL or
+    rate). With `noise_levels` (e.g. `DEFAULT_NOISE_LEVELS`) the report adds
     `denoising_report`'s rows for `noise_kind` (None: the run's ``corruption``, gaussian for a
     run without one).
 
@@ -450,7 +466,11 @@ def evaluate_workdir(workdir: str, step: int | None = None,
     x = jax.jit(test_set, static_argnums=1)(dataset.test_images, config.binarize, key)
     data.check_unit_interval(x, f"the {config.dataset!r} test set")
     if vae.stochastic:
+        # pylint: disable-next=import-outside-toplevel  (scores builds on this module)
+        from vae_jax.app import scores
         report = evaluate(vae, params, x, key, num_samples, batch_size, chunk_size, progress)
+        report["compression"] = scores.compression_report(vae, params, dataset.test_images, key,
+                                                          config.binarize)
     else:
         report = evaluate_autoencoder(vae, params, x, key)
     if noise_levels is not None:
@@ -519,5 +539,9 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{report['active_units']} / {report['latent_dim']}")
     lines.append("KL per dim: " + " ".join(f"{v:.2f}" for v in report["kl_per_dim"]))
     lines += _format_denoising(report)
+    if "compression" in report:
+        # pylint: disable-next=import-outside-toplevel
+        from vae_jax.app import scores
+        lines.append(scores.format_compression(report["compression"]))
     lines.append(f"{report['num_examples']} examples, {report.get('time_s', 0):.1f} s")
     return "\n".join(lines)

@@ -562,3 +562,35 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
                           "--out=FOLDER") from None
     run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     return visualize_run(run, out_dir, seed)
+
+
+def save_score_histograms(path: str, scores_in: dict[str, Any], scores_out: dict[str, Any],
+                          in_name: str, out_name: str, units: dict[str, str],
+                          metrics: Optional[dict[str, dict[str, float]]] = None,
+                          title: Optional[str] = None) -> str:
+    """One panel per score named in `units` (name → unit, in panel order): histograms
+    (densities, shared bins over the 0.5–99.5th percentiles of both sets) of the
+    in-distribution scores `scores_in[name]` and the out-of-distribution `scores_out[name]`,
+    each (N,), the AUROC of `metrics[name]["auroc"]` in the panel's title when given (as
+    `vae_jax.app.scores.detection_metrics` computes it). Returns `path`."""
+    names = list(units)
+    figure = _figure(4.0 * len(names), 3.2)
+    for i, name in enumerate(names):
+        ax = figure.add_subplot(1, len(names), i + 1)
+        both = np.concatenate([scores_in[name], scores_out[name]])
+        low, high = np.percentile(both, [0.5, 99.5])
+        bins = np.linspace(low, high if high > low else low + 1.0, 60)
+        ax.hist(np.clip(scores_in[name], low, high), bins, density=True, alpha=0.55,
+                label=f"in: {in_name}")
+        ax.hist(np.clip(scores_out[name], low, high), bins, density=True, alpha=0.55,
+                label=f"OOD: {out_name}")
+        heading = f"{name} ({units[name]})"
+        if metrics and name in metrics:
+            heading += f", AUROC {metrics[name]['auroc']:.3f}"
+        ax.set_title(heading, fontsize=9)
+        ax.set_xlabel("score (higher = more anomalous)", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10, y=1.04)
+    return _save(figure, path)

@@ -59,14 +59,11 @@ import csv
 import io
 import math
 import os
-import sys
 import zlib
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from vae_jax import latent
 from vae_jax.app import data, evaluation, optional, plots, run_folder, runs
@@ -290,26 +287,12 @@ def iwae_nll(vae: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples
              progress: bool | None = None, desc: str = "NLL") -> np.ndarray:
     """−log p̂_K(x_n) of every example of the float data x (N, *input_shape): (N,) float64, nats.
 
-    `vae_jax.app.evaluation.make_batch_evaluator`'s jitted batches, every call of the same shape
-    (the last batch padded with zeros, its padding dropped here); example n uses
+    The "nll" of `vae_jax.app.evaluation.per_example_bound`: example n uses
     ``fold_in(fold_in(key, 3), n)``, so with a run's eval key the values are those behind
     scripts/evaluate.py's `nll` (same K).
     """
-
-    num_examples = x.shape[0]
-    num_batches = -(-num_examples // batch_size)
-    padding = num_batches * batch_size - num_examples
-    x_padded = jnp.concatenate([x, jnp.zeros((padding,) + x.shape[1:], x.dtype)])
-    evaluate_batch = evaluation.make_batch_evaluator(vae, num_samples, batch_size, chunk_size)
-    show = sys.stderr.isatty() if progress is None else progress
-    parts = []
-    with tqdm(total=num_examples, desc=f"{desc} (K={num_samples})", unit="example",
-              disable=not show, leave=False) as bar:
-        for b in range(num_batches):
-            result = evaluate_batch(params, x_padded, jnp.int32(b * batch_size), key)
-            parts.append(np.asarray(result["nll"]))
-            bar.update(min(batch_size, num_examples - b * batch_size))
-    return np.concatenate(parts)[:num_examples].astype(np.float64)
+    return evaluation.per_example_bound(vae, params, x, key, num_samples, batch_size, chunk_size,
+                                        progress, desc)["nll"]
 
 
 def score_examples(vae: VAE, params: Params, x: jax.Array, key: jax.Array, binarized: bool,
@@ -561,31 +544,12 @@ def save_score_histograms(path: str, scores_in: dict[str, np.ndarray],
                           scores_out: dict[str, np.ndarray], in_name: str, out_name: str,
                           metrics: dict[str, dict[str, float]] | None = None,
                           title: str | None = None) -> str:
-    """One panel per score: histograms (densities, shared bins over the 0.5–99.5th percentiles
-    of both sets) of the in-distribution and OOD scores, the AUROC in the panel's title. Needs
-    matplotlib (`vae_jax.app.optional`: one line naming the ``plots`` extra). Returns `path`."""
-
-    names = [n for n in ALL_SCORES if n in scores_in and n in scores_out]
-    figure = plots._figure(4.0 * len(names), 3.2)  # pylint: disable=protected-access
-    for i, name in enumerate(names):
-        ax = figure.add_subplot(1, len(names), i + 1)
-        both = np.concatenate([scores_in[name], scores_out[name]])
-        low, high = np.percentile(both, [0.5, 99.5])
-        bins = np.linspace(low, high if high > low else low + 1.0, 60)
-        ax.hist(np.clip(scores_in[name], low, high), bins, density=True, alpha=0.55,
-                label=f"in: {in_name}")
-        ax.hist(np.clip(scores_out[name], low, high), bins, density=True, alpha=0.55,
-                label=f"OOD: {out_name}")
-        heading = f"{name} ({SCORE_UNITS[name]})"
-        if metrics and name in metrics:
-            heading += f", AUROC {metrics[name]['auroc']:.3f}"
-        ax.set_title(heading, fontsize=9)
-        ax.set_xlabel("score (higher = more anomalous)", fontsize=8)
-        if i == 0:
-            ax.legend(fontsize=7)
-    if title:
-        figure.suptitle(title, fontsize=10, y=1.04)
-    return plots._save(figure, path)  # pylint: disable=protected-access
+    """`vae_jax.app.plots.save_score_histograms` of the scores of `ALL_SCORES` that both sets
+    have, with their `SCORE_UNITS`. Returns `path`."""
+    units = {name: SCORE_UNITS[name] for name in ALL_SCORES
+             if name in scores_in and name in scores_out}
+    return plots.save_score_histograms(path, scores_in, scores_out, in_name, out_name, units,
+                                       metrics, title)
 
 
 # --- A run's scores and codes (scripts/score.py, scripts/codes.py) ----------------------------
@@ -593,63 +557,17 @@ def save_score_histograms(path: str, scores_in: dict[str, np.ndarray],
 _SPLITS_IN_MEMORY = ("train", "test")
 
 
-def check_split_name(name: str, split: str, available: Sequence[str]) -> None:
-    """Raises `DataError` (one line naming the dataset's splits) unless every part of the TFDS
-    split expression `split` (``test``, ``test[:10%]``, ``train+test``) names one of
-    `available`; no check when `available` is empty (mocked TFDS declares none)."""
-    if not isinstance(split, str) or not split.strip():
-        raise DataError(f"split must name a split of {name!r}, got {split!r}")
-    if not available:
-        return
-    for part in split.split("+"):
-        base = part.strip().partition("[")[0]
-        if base not in available:
-            raise DataError(f"dataset {name!r} has no split {base!r} (its splits: "
-                            f"{', '.join(sorted(available))})")
-
-
-def _declared_splits(builder) -> list[str]:
-    """The split names a prepared TFDS builder declares (none under `tfds.testing.mock_data`)."""
-    return list(builder.info.splits.keys())
-
-
-def load_split(name: str, split: str, data_dir: str | None = None,
-               manual_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images (N, H, W, C), labels (N,)) of split `split` (any TFDS split expression) of
-    the TFDS image dataset `name`, prepared first as `vae_jax.app.data.load_image_dataset`
-    prepares it. Raises `DataError` for an unknown dataset or split (one line), and as
-    `load_image_dataset`."""
-    # pylint: disable=protected-access
-    tfds = data._import_tfds(name)
-    builder = data._builder(tfds, name, data_dir)
-    features = builder.info.features
-    if "image" not in features or features["image"].np_dtype != np.uint8:
-        raise DataError(f"dataset {name!r} has no uint8 'image' feature; vae_jax models images")
-    data._prepare(tfds, builder, name, manual_dir)
-    check_split_name(name, split, _declared_splits(builder))  # known once prepared
-    try:
-        batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000)))
-    except (KeyError, ValueError) as error:
-        raise DataError(f"dataset {name!r}: bad split {split!r} "
-                        f"({str(error).splitlines()[0][:200]})") from None
-    if not batches:
-        raise DataError(f"split {split!r} of dataset {name!r} is empty")
-    images = np.concatenate([b["image"] for b in batches]).astype(np.uint8, copy=False)
-    labels = (np.concatenate([b["label"] for b in batches]) if "label" in batches[0]
-              else np.zeros(len(images), np.int64))
-    return images, labels
-
-
 def _split_images(run, name: str, split: str, data_dir: str | None,
                   manual_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The uint8 images and labels of `split` of dataset `name`: the run's own arrays for its
-    dataset's train and test splits, else `load_split`. Raises `DataError` for images of another
-    shape than the run's."""
+    dataset's train and test splits, else `vae_jax.app.data.load_split`. Raises `DataError` for
+    images of another shape than the run's."""
     if name == run.config.dataset and split in _SPLITS_IN_MEMORY:
         images = getattr(run.dataset, f"{split}_images")
         labels = getattr(run.dataset, f"{split}_labels")
     else:
-        images, labels = load_split(name, split, data_dir or run.config.data_dir, manual_dir)
+        images, labels = data.load_split(name, split, data_dir or run.config.data_dir,
+                                         manual_dir)
     if tuple(images.shape[1:]) != tuple(run.dataset.image_shape):
         raise DataError(f"{name!r} {split} images have shape {tuple(images.shape[1:])}, but "
                         f"the run models images of shape {tuple(run.dataset.image_shape)} "
