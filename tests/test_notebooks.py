@@ -6,7 +6,9 @@ MyST-NB executes them, the build fails on any error, and the executed copies are
 CI does not pay for executing them twice. Notebooks that train on MNIST read the original files
 from ../shared/data/mnist (or $VAE_JAX_SHARED_DATA/mnist, see conftest.real_data_dir): the build
 skips when the files are missing, except under CI, where it fails. All notebooks share one TFDS
-data folder, so MNIST is prepared once per session.
+data folder, so MNIST is prepared once per session. applications.ipynb also reads Fashion-MNIST's
+original files from the folder beside MNIST's (../shared/data/fashion_mnist), and reads both
+datasets' IDX files itself rather than through TFDS.
 """
 
 import pathlib
@@ -19,7 +21,7 @@ nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 EXPECTED = {"quickstart", "ae_vs_vae_latent_space", "loss_weights", "kl_divergence",
-            "reparameterisation"}
+            "reparameterisation", "applications"}
 
 
 def read(path: pathlib.Path):
