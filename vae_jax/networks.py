@@ -14,7 +14,7 @@ when the layers are traced (`jax.default_backend()`):
 
 - on a CPU backend, private products tuned for XLA:CPU (`vae_jax._fast_paths`): float32 dense
   layers use `_cpu_products.matmul`, whose weight gradient XLA:CPU runs in YNNPACK rather than
-  Eigen (the default MLP's step 7 % faster); the MLPs' bfloat16 dense layers use
+  Eigen (the default MLP's step 0–7 % faster, by machine); the MLPs' bfloat16 dense layers use
   `_mixed_matmul` (bfloat16-rounded operands, float32 sums, activations and gradients); the 4×4
   stride-2 convolutions and transposed convolutions are computed as matrix products
   (`vae_jax._cpu_conv`);
