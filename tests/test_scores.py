@@ -166,6 +166,11 @@ def test_compression_report_of_a_binarised_model():
         float(np.mean(terms["neg_elbo"])) / math.log(2), rel=1e-6)
     assert report["png_bits"] == pytest.approx(np.mean(scores.png_bits(np.asarray(x), True)))
     assert "bits-back" in scores.format_compression(report)
+    assert "dequantisation" not in scores.format_compression(report)
+    dense = {**report, "dequantization_bits": 36 * math.log2(255)}  # a Gaussian likelihood's
+    assert "(bits-back, lossless) *" in scores.format_compression(dense)
+    assert "* with the dequantisation term D·log₂ 255 = 287.8 bits" in scores.format_compression(
+        dense)
     with pytest.raises(vae_jax.ConfigError, match="plain autoencoder"):
         scores.compression_report(*tiny_model(False)[:2], images, key)
     with pytest.raises(vae_jax.DataError, match="x_uint8 must be uint8"):
@@ -289,6 +294,17 @@ def test_held_out_labels_and_a_plain_autoencoders_scores_and_codes(mocked_run, t
     assert not np.isin(arrays["in_labels"], [0, 1, 2]).any()
     assert len(arrays["in_labels"]) + len(arrays["out_labels"]) == MOCK_EXAMPLES
     assert summary["held_out_labels"] == [0, 1, 2] and "auroc" in summary["metrics"]["nll"]
+    # The train split of a run trained without labels 0-2 is still scored and probed whole.
+    train = scores.score_workdir(held, str(tmp_path / "held_train"), held_out=True,
+                                 out_split="train", scores=["neg_elbo"], histogram=False,
+                                 progress=False)
+    assert train["in"]["num_examples"] + train["out"]["num_examples"] == MOCK_EXAMPLES
+    assert train["out"]["num_examples"] > 0
+    codes = scores.codes_workdir(held, str(tmp_path / "held_codes"), split="train", k=3,
+                                 compression=False)
+    assert codes["excluded_from_training"] == [0, 1, 2]
+    assert np.isin(np.load(tmp_path / "held_codes_labels.npy"), [0, 1, 2]).any()
+    assert "trained without" in scores.format_codes(codes)
     # The likelihood ratio against a background run: against the run itself it is 0 (the same
     # model, images and keys); against another, nll − the other's nll.
     itself = scores.score_workdir(held, str(tmp_path / "ratio"), held_out=True, num_samples=2,

@@ -45,6 +45,9 @@ class Run(NamedTuple):
         training split without the labels of ``config.exclude_labels``, as the run trained on
         it (`data.exclude_labels`); the test split whole.
       workdir: the run's folder.
+      full_dataset: the dataset as loaded, every label in both splits (the same object as
+        `dataset` for a run that excludes none): what scores, codes and probes read, so that a
+        held-out label can be scored and classified.
     """
 
     config: ml_collections.ConfigDict
@@ -53,6 +56,7 @@ class Run(NamedTuple):
     step: int
     dataset: data.ImageDataset
     workdir: str
+    full_dataset: data.ImageDataset
 
     @property
     def epoch(self) -> int | None:
@@ -191,7 +195,8 @@ def load_run(workdir: str, step: int | None = None, data_dir: str | None = None,
                         "--step, or none for the newest)" if intact
                         else "no other checkpoint is intact")
                 raise CheckpointError(f"{error}; {hint}") from None
-    return Run(config, vae, params, step, loaded["run_dataset"], os.path.abspath(workdir))
+    return Run(config, vae, params, step, loaded["run_dataset"], os.path.abspath(workdir),
+               loaded["dataset"])
 
 
 def _is_intact(restore: Callable[[int], Any], step: int) -> bool:

@@ -489,11 +489,16 @@ def format_compression(report: dict[str, Any]) -> str:
             ("zlib (per image)", report["zlib_bits"]),
             ("zlib (whole set, per image)", report["zlib_set_bits"]),
             ("VAE rate KL(q‖p)/ln 2 (lossy code z)", report["rate_bits"]),
-            ("VAE −ELBO/ln 2 (bits-back, lossless)", report["neg_elbo_bits"])]
+            ("VAE −ELBO/ln 2 (bits-back, lossless)"
+             + (" *" if report["dequantization_bits"] else ""), report["neg_elbo_bits"])]
     lines = [f"compression of {report['num_examples']} images, {report['pixels']} pixels, {what}:",
              f"{'':40s} {'bits/image':>10s}"]
     for name, bits in rows:
         lines.append(f"{name:40s} " + (f"{bits:10.1f}" if bits is not None else f"{'n/a':>10s}"))
+    if report["dequantization_bits"]:
+        lines.append(f"* with the dequantisation term D·log₂ 255 = "
+                     f"{report['dequantization_bits']:.1f} bits that turns the decoder's density "
+                     "into the probability of the 8-bit image")
     return "\n".join(lines)
 
 
@@ -520,12 +525,8 @@ def check_output(prefix: str, workdir: str) -> None:
         raise ConfigError(f"--output={prefix} is inside the run folder {workdir}, which a reader "
                           "does not write (only eval.json and plots/ there belong to readers): "
                           "pass a path outside it")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        run_folder.probe_write(folder)
-    except OSError as error:
-        raise ConfigError(f"cannot write --output={prefix} ({error.strerror}): pass a path in a "
-                          "folder you may write") from None
+    run_folder.ensure_writable(folder, f"--output={prefix}",
+                               "pass a path in a folder you may write")
 
 
 def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -560,11 +561,12 @@ _SPLITS_IN_MEMORY = ("train", "test")
 def _split_images(run, name: str, split: str, data_dir: str | None,
                   manual_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The uint8 images and labels of `split` of dataset `name`: the run's own arrays for its
-    dataset's train and test splits, else `vae_jax.app.data.load_split`. Raises `DataError` for
-    images of another shape than the run's."""
+    dataset's train and test splits, every label included (`Run.full_dataset`: a run trained
+    without some labels still scores them), else `vae_jax.app.data.load_split`. Raises
+    `DataError` for images of another shape than the run's."""
     if name == run.config.dataset and split in _SPLITS_IN_MEMORY:
-        images = getattr(run.dataset, f"{split}_images")
-        labels = getattr(run.dataset, f"{split}_labels")
+        images = getattr(run.full_dataset, f"{split}_images")
+        labels = getattr(run.full_dataset, f"{split}_labels")
     else:
         images, labels = data.load_split(name, split, data_dir or run.config.data_dir,
                                          manual_dir)
@@ -650,9 +652,12 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
                 raise ConfigError(f"a likelihood ratio needs a log-likelihood of {what}, whose "
                                   f"model (model={model!r}, {kind.likelihood}) has none")
         if bool(background_config.binarize) != bool(config.binarize):
-            verb = "binarises" if background_config.binarize else "does not binarise"
-            raise ConfigError(f"the background run {background} {verb} its data and the run "
-                              "does not: both must score the same x")
+            def verb(c):
+                return "binarises" if c.binarize else "does not binarise"
+
+            raise ConfigError(f"the background run {background} {verb(background_config)} its "
+                              f"data and the run {verb(config)} it: both must score the same x "
+                              "(train the background run with the run's config.binarize)")
     excluded = tuple(int(v) for v in (config.get("exclude_labels", ()) or ()))
     own = config.dataset
     if held_out:
@@ -790,7 +795,9 @@ def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAU
     ``PREFIX.csv`` (label, mean_0…, log_variance_0…) and ``PREFIX.json`` (what is returned).
 
     Returns: workdir, step, split, num_examples, latent_dim, ``knn`` {k, accuracy}: the
-    `knn_accuracy` of the test codes classified by the train codes (μ), and, with
+    `knn_accuracy` of the test codes classified by the train codes (μ), both splits whole
+    (``excluded_from_training``: the labels the encoder never saw, which the probe still
+    classifies from their codes), and, with
     `compression` and a VAE, ``compression``: `compression_report` of the exported split.
 
     Raises `ConfigError` for a bad k, seed or output, `DataError` for an unknown split, and as
@@ -804,6 +811,7 @@ def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAU
     runs.check_dataset(workdir, dataset, data_dir, manual_dir, "scores.codes_workdir")
     run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     config, vae, params = run.config, run.vae, run.params
+    excluded = [int(v) for v in (config.get("exclude_labels", ()) or ())]
     key = evaluation.eval_key(config, seed)
     prepare = jax.jit(evaluation.test_set, static_argnums=1)
     if vae.stochastic:
@@ -818,12 +826,12 @@ def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAU
 
     images, labels = _split_images(run, config.dataset, split, data_dir, manual_dir)
     mean, log_variance = codes_of(images)
-    train_mean = codes_of(run.dataset.train_images)[0] if split != "train" else mean
-    test_mean = codes_of(run.dataset.test_images)[0] if split != "test" else mean
+    probe = run.full_dataset
+    train_mean = codes_of(probe.train_images)[0] if split != "train" else mean
+    test_mean = codes_of(probe.test_images)[0] if split != "test" else mean
     if k > len(train_mean):
         raise ConfigError(f"k must be at most {len(train_mean)} (the training codes), got {k}")
-    accuracy = knn_accuracy(train_mean, run.dataset.train_labels, test_mean,
-                            run.dataset.test_labels, k)
+    accuracy = knn_accuracy(train_mean, probe.train_labels, test_mean, probe.test_labels, k)
     files = {"mean": prefix + "_mean.npy", "labels": prefix + "_labels.npy",
              "csv": prefix + ".csv", "json": prefix + ".json"}
     np.save(files["mean"], mean)
@@ -843,6 +851,7 @@ def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAU
                "latent_dim": int(mean.shape[1]), "seed": seed,
                "knn": {"k": k, "accuracy": accuracy, "train": "train", "test": "test",
                        "distance": "euclidean", "codes": "mean"},
+               "excluded_from_training": excluded,
                "files": files}
     if compression and vae.stochastic:
         summary["compression"] = compression_report(vae, params, images, key,
@@ -859,6 +868,9 @@ def format_codes(summary: dict[str, Any]) -> str:
              f"{summary['workdir']}",
              f"{knn['k']}-NN accuracy of the test codes μ(x) from the train codes (Euclidean): "
              f"{knn['accuracy']:.4f}"]
+    if summary.get("excluded_from_training"):
+        lines.append(f"(every label is classified, also {summary['excluded_from_training']}, "
+                     "which the run was trained without)")
     if "compression" in summary:
         lines.append(format_compression(summary["compression"]))
     lines.append("files: " + " ".join(summary["files"].values()))
