@@ -705,4 +705,4 @@ def main():
 
 
 if __name__ == "__main__":
-    cli.run(main, USAGE)
+    cli.run(main, USAGE, manual_dir_flag="--data_dir")

@@ -449,4 +449,5 @@ def benchmark_and_report():
 
 
 if __name__ == "__main__":
-    cli.run(benchmark_and_report, USAGE, errors=(ValueError, VAEJaxError))
+    cli.run(benchmark_and_report, USAGE, errors=(ValueError, VAEJaxError),
+            manual_dir_flag="--config.manual_dir")

@@ -67,5 +67,12 @@ def score():
           flush=True)
 
 
+def manual_dir_flag(name: str) -> str:
+    """The flag that gives the original files of dataset `name`."""
+    if name == _DATASET.value:
+        return "--dataset_manual_dir"
+    return "--in_manual_dir" if name == _IN_DATASET.value else "--manual_dir"
+
+
 if __name__ == "__main__":
-    cli.run(score, USAGE)
+    cli.run(score, USAGE, manual_dir_flag=manual_dir_flag)

@@ -65,4 +65,4 @@ def sweep_or_extract():
 
 
 if __name__ == "__main__":
-    cli.run(sweep_or_extract, USAGE)
+    cli.run(sweep_or_extract, USAGE, manual_dir_flag="--config.manual_dir")

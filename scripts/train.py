@@ -36,4 +36,4 @@ def train():
 
 
 if __name__ == "__main__":
-    cli.run(train, USAGE)
+    cli.run(train, USAGE, manual_dir_flag="--config.manual_dir")

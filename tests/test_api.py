@@ -22,7 +22,7 @@ PUBLIC = {
     "distributions": ["bernoulli_log_prob", "categorical_kl", "gaussian_kl_to_standard_normal",
                       "gaussian_log_prob", "gaussian_sample", "standard_normal_log_prob"],
     "errors": ["CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError",
-               "ShapeError", "TrainingDivergedError", "VAEJaxError", "WorkdirError"],
+               "DatasetDownloadError", "ShapeError", "TrainingDivergedError", "VAEJaxError", "WorkdirError"],
 }
 
 

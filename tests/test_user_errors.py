@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import REPO, assert_one_line_error, real_data_dir
-from vae_jax import ConfigError, DataError
+from vae_jax import ConfigError, DataError, DatasetDownloadError
 from vae_jax.app import cli, data
 
 SCRIPTS = REPO / "scripts"
@@ -258,6 +258,27 @@ def test_an_offline_download_ends_with_our_line_and_leaves_no_debris(tmp_path):
     assert_no_noise(result.stderr)
     left = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*"))
     assert left == ["downloads", "downloads/mnist", "downloads/mnist/someone_elses.gz.tmp.0123"]
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--manual_dir", "--manual_dir"),  # evaluate.py, visualize.py, codes.py
+    ("--config.manual_dir", "--config.manual_dir"),  # train.py, sweep.py, benchmark.py
+    (lambda name: "--dataset_manual_dir" if name == "fashion_mnist" else "--manual_dir",
+     "--dataset_manual_dir"),  # score.py: one flag per dataset
+])
+def test_a_dataset_that_cannot_be_downloaded_is_named_with_the_scripts_flag(monkeypatch, flag,
+                                                                            expected):
+    def command():
+        raise DatasetDownloadError("fashion_mnist")
+
+    monkeypatch.setattr(sys, "argv", ["script.py"])
+    with pytest.raises(SystemExit) as exited:
+        cli.run(command, "usage", manual_dir_flag=flag)
+    assert exited.value.code == (
+        f"error: could not download 'fashion_mnist' (no internet?): pass {expected}=FOLDER with "
+        "the original files (e.g. ../shared/data/mnist) to prepare it offline")
+    assert "manual_dir=FOLDER (config.manual_dir)" in str(
+        DatasetDownloadError("mnist"))  # raised from Python: the argument's name
 
 
 @pytest.mark.slow

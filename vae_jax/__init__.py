@@ -41,6 +41,7 @@ from vae_jax.errors import (
     ConfigError,
     DamagedCheckpointError,
     DataError,
+    DatasetDownloadError,
     ShapeError,
     TrainingDivergedError,
     VAEJaxError,
@@ -66,6 +67,6 @@ __all__ = [
     "bernoulli_log_prob", "categorical_kl", "gaussian_kl_to_standard_normal", "gaussian_log_prob",
     "gaussian_sample", "standard_normal_log_prob",
     # Errors.
-    "CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError", "ShapeError",
-    "TrainingDivergedError", "VAEJaxError", "WorkdirError",
+    "CheckpointError", "ConfigError", "DamagedCheckpointError", "DataError",
+    "DatasetDownloadError", "ShapeError", "TrainingDivergedError", "VAEJaxError", "WorkdirError",
 ]

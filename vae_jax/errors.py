@@ -17,6 +17,25 @@ class DataError(VAEJaxError):
     """A dataset cannot be found, prepared or used."""
 
 
+class DatasetDownloadError(DataError):
+    """A dataset is not prepared and could not be downloaded (no internet?), and no folder of its
+    original files was given to prepare it offline.
+
+    Attributes:
+      dataset: its TFDS name.
+    """
+
+    def __init__(self, dataset: str, option: str = "manual_dir=FOLDER (config.manual_dir)"):
+        self.dataset = dataset
+        super().__init__(self.message(option))
+
+    def message(self, option: str) -> str:
+        """The error's line, naming `option` as the way to give the folder (a script names its
+        own flag)."""
+        return (f"could not download {self.dataset!r} (no internet?): pass {option} with the "
+                "original files (e.g. ../shared/data/mnist) to prepare it offline")
+
+
 class CheckpointError(VAEJaxError):
     """A checkpoint cannot be restored into this run (missing, incompatible or broken)."""
 

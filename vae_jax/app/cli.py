@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vae_jax.app import configs
-from vae_jax.errors import ConfigError, VAEJaxError
+from vae_jax.errors import ConfigError, DatasetDownloadError, VAEJaxError
 
 _OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
@@ -374,10 +374,15 @@ def define_data_dir_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
 
 
 def run(command: Callable[[], None], usage: str,
-        errors: tuple[type[Exception], ...] = (VAEJaxError,)) -> None:
+        errors: tuple[type[Exception], ...] = (VAEJaxError,),
+        manual_dir_flag: str | Callable[[str], str] = "--manual_dir") -> None:
     """`app.run` of a script whose work is ``command()``: flags parsed by `flags_parser`, no
     positional arguments, absl logging at WARNING (Orbax and TFDS log every file they touch at
-    INFO), and any of `errors` reported as one line ``error: …`` with exit status 1."""
+    INFO), and any of `errors` reported as one line ``error: …`` with exit status 1.
+
+    A dataset that cannot be downloaded (`DatasetDownloadError`) is reported with the script's
+    flag for the folder of its original files: `manual_dir_flag`, or ``manual_dir_flag(name)``
+    for a script with one such flag per dataset."""
 
     def main(argv):
         if len(argv) > 1:
@@ -385,6 +390,9 @@ def run(command: Callable[[], None], usage: str,
         logging.set_verbosity(logging.WARNING)
         try:
             command()
+        except DatasetDownloadError as error:
+            flag = manual_dir_flag(error.dataset) if callable(manual_dir_flag) else manual_dir_flag
+            sys.exit(f"error: {error.message(flag + '=FOLDER')}")
         except errors as error:
             sys.exit(f"error: {error}")
 

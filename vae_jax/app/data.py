@@ -37,7 +37,7 @@ import numpy as np
 
 from vae_jax import _fast_paths
 from vae_jax.app import _threefry as threefry, optional
-from vae_jax.errors import ConfigError, DataError
+from vae_jax.errors import ConfigError, DataError, DatasetDownloadError
 
 # Offline, TFDS retries a failed download for minutes; a few quick retries are enough to tell.
 _OFFLINE_DOWNLOAD_RETRIES = 3
@@ -317,9 +317,7 @@ def _prepare(tfds, builder, name: str, manual_dir: str | None) -> None:
                 f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); it must hold the "
                 "original download files"
             ) from None
-        raise DataError(
-            f"could not download {name!r} (no internet?): pass --config.manual_dir=FOLDER with the"
-            " original files (e.g. ../shared/data/mnist) to prepare it offline") from None
+        raise DatasetDownloadError(name) from None
 
 
 def _ancestors(path: str, stop: str) -> list[str]:
