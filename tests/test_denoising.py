@@ -109,6 +109,12 @@ def test_psnr_is_the_formula():
     assert float(corruption.psnr(target, target)[0]) == pytest.approx(100.0)  # floored MSE
     with pytest.raises(vae_jax.ShapeError, match="one shape"):
         corruption.psnr(estimate[:2], target)
+    pixels = np.round(target * 255).astype(np.uint8)  # uint8 differences would wrap around
+    for args, name in (((pixels, target), "estimate"), ((target, pixels), "target"),
+                       ((pixels.astype(np.int32), pixels), "estimate")):
+        with pytest.raises(vae_jax.ShapeError, match=f"psnr: {name} must be a floating-point "
+                           "array, got dtype (uint8|int32); convert uint8"):
+            corruption.psnr(*args)
 
 
 # --- The objectives: the encoder reads x̃, the likelihood scores the clean x ---------------------
@@ -158,6 +164,12 @@ def test_x_input_of_another_shape_is_one_line():
     vae, params, x = tiny_model()
     with pytest.raises(vae_jax.ShapeError, match="x_input .* must have the shape of x"):
         objectives.loss(vae, params, x, jax.random.key(0), x_input=x[:2])
+    pixels = np.round(np.asarray(x) * 255).astype(np.uint8)
+    for function, args in ((objectives.loss, ()), (objectives.batch_elbo, ()),
+                           (iwae.iwae_loss, (2,))):
+        with pytest.raises(vae_jax.ShapeError, match=f"{function.__name__}: x_input must be a "
+                           "floating-point array, got dtype uint8"):
+            function(vae, params, x, jax.random.key(0), *args, x_input=pixels)
 
 
 # --- Config -------------------------------------------------------------------------------------

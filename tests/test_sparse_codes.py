@@ -46,8 +46,22 @@ def test_the_penalty_is_lambda_times_the_mean_l1_norm_of_the_code(jit):
 def test_the_penalty_is_refused_for_a_vae():
     vae = vae_jax.mlp_vae((6, 6, 1), latent_dim=3, hidden_dims=(16,))
     params = vae.init(jax.random.key(0))
+    x, key = jnp.zeros((2, 6, 6, 1)), jax.random.key(0)
     with pytest.raises(vae_jax.ConfigError, match="code_l1=0.1 is for the plain autoencoder"):
-        objectives.loss(vae, params, jnp.zeros((2, 6, 6, 1)), jax.random.key(0), code_l1=0.1)
+        objectives.loss(vae, params, x, key, code_l1=0.1)
+    with pytest.raises(vae_jax.ConfigError, match="is for the plain autoencoder"):
+        jax.jit(lambda c: objectives.loss(vae, params, x, key, code_l1=c))(0.0)  # traced
+    # Every concrete zero is no penalty: a NumPy scalar, a 0-d array, an integer.
+    plain = objectives.loss(vae, params, x, key)[0]
+    for zero in (np.float32(0), jnp.zeros(()), 0, np.int64(0)):
+        np.testing.assert_array_equal(objectives.loss(vae, params, x, key, code_l1=zero)[0], plain)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), np.float32(-1), jnp.array(float("nan"))])
+def test_a_negative_or_nan_weight_is_refused(bad):
+    ae, params, x = tiny_ae()
+    with pytest.raises(vae_jax.ConfigError, match="loss: code_l1 must be a number ≥ 0"):
+        objectives.loss(ae, params, x, jax.random.key(0), code_l1=bad)
 
 
 @pytest.mark.parametrize("overrides,message", [

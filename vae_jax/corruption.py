@@ -93,11 +93,17 @@ def psnr(estimate: jax.Array, target: jax.Array, max_value: float = 1.0,
       float (B,), in dB.
 
     Raises:
-      ShapeError: the shapes differ, or have no batch axis.
+      ShapeError: the shapes differ, or have no batch axis, or an array is not floating-point
+        (integer pixels would wrap around when subtracted: convert uint8 with x / 255).
     """
     if jnp.shape(estimate) != jnp.shape(target) or jnp.ndim(target) < 1:
         raise ShapeError(f"psnr: estimate and target must have one shape (B, ...), got "
                          f"{jnp.shape(estimate)} and {jnp.shape(target)}")
+    for name, array in (("estimate", estimate), ("target", target)):
+        if not jnp.issubdtype(jnp.result_type(array), jnp.floating):
+            raise ShapeError(f"psnr: {name} must be a floating-point array, got dtype "
+                             f"{jnp.result_type(array)}; convert uint8 pixels with "
+                             "x.astype(np.float32) / 255 (and max_value=1)")
     batch = jnp.shape(target)[0]
     difference = jnp.reshape(estimate, (batch, -1)) - jnp.reshape(target, (batch, -1))
     mse = jnp.maximum(jnp.mean(jnp.square(difference), axis=-1), min_mse)

@@ -71,33 +71,34 @@ def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]
             "scale integer pixels to [0, 1] first")
 
 
-def check_input(model: "VAE", x: jax.Array, function: str, batched: bool) -> None:
+def check_input(model: "VAE", x: jax.Array, function: str, batched: bool,
+                name: str = "x") -> None:
     """Raises `ShapeError` unless x is float data of shape `model.input_shape` (one example) or
     (B, *model.input_shape) with B ≥ 1 (`batched`). The shape and dtype checks read static
     information only, so they run under jit, vmap and grad (at trace time) and add nothing to the
     compiled computation. A concrete x (called outside any transformation) also has its values
     checked (`check_data_values`: `DataError`); a traced one does not.
 
-    `function` names the caller in the one-line message, which points to the batched (or
-    single-example) counterpart when x is one of those instead.
+    `function` names the caller and `name` the argument in the one-line message, which points to
+    the batched (or single-example) counterpart when x is one of those instead.
     """
     shape, expected = tuple(jnp.shape(x)), tuple(model.input_shape)
     dims = ", ".join(map(str, expected))
     if batched and (len(shape) != len(expected) + 1 or shape[1:] != expected or shape[0] == 0):
         hint = (f"; {function} takes a batch: pass x[None] for one example"
                 if shape == expected else "")
-        raise ShapeError(f"{function}: x must have shape (B ≥ 1, {dims}) (a batch of "
+        raise ShapeError(f"{function}: {name} must have shape (B ≥ 1, {dims}) (a batch of "
                          f"model.input_shape), got {shape}{hint}")
     if not batched and shape != expected:
         hint = (f"; use {_BATCHED.get(function, 'jax.vmap(' + function + ')')} for a batch"
                 if shape[1:] == expected else "")
-        raise ShapeError(f"{function}: x must be one example of shape ({dims}) "
+        raise ShapeError(f"{function}: {name} must be one example of shape ({dims}) "
                          f"(model.input_shape), got {shape}{hint}")
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise ShapeError(f"{function}: x must be a floating-point array, got dtype "
+        raise ShapeError(f"{function}: {name} must be a floating-point array, got dtype "
                          f"{jnp.result_type(x)}; scale integer pixels to [0, 1] first "
                          "(vae_jax.app.data.to_unit_interval)")
-    check_data_values(model, x, f"{function}: x")
+    check_data_values(model, x, f"{function}: {name}")
 
 
 def check_data_values(model: "VAE", x, name: str = "x") -> None:

@@ -20,7 +20,7 @@ traced x are not checked here: that needs the data on the host, which `check_inp
 concrete x and `vae_jax.app.evaluation.evaluate` and the scripts do once per data set.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,25 @@ def _check_x_input(model: VAE, x: jax.Array, x_input, function: str) -> None:
     if jnp.shape(x_input) != jnp.shape(x):
         raise ShapeError(f"{function}: x_input (the encoder's input) must have the shape of x, "
                          f"{tuple(jnp.shape(x))}, got {tuple(jnp.shape(x_input))}")
-    check_input(model, x_input, function, batched=jnp.ndim(x) > len(model.input_shape))
+    check_input(model, x_input, function, batched=jnp.ndim(x) > len(model.input_shape),
+                name="x_input")
+
+
+def _penalises_codes(model: VAE, code_l1: Any) -> bool:
+    """Whether `loss` adds the L1 penalty: not for a concrete 0 (a Python or NumPy number, a
+    0-d array), always for a traced weight (a sweep's). Raises `ConfigError` for a negative or
+    NaN concrete weight, and for any other than 0 with a stochastic model."""
+    try:
+        value = float(code_l1)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        value = None  # traced: its value is known only when the step runs
+    if value is not None and not value >= 0:
+        raise ConfigError(f"loss: code_l1 must be a number ≥ 0, got {code_l1!r}")
+    penalised = value is None or value != 0
+    if penalised and model.stochastic:
+        raise ConfigError(f"loss: code_l1={code_l1!r} is for the plain autoencoder "
+                          "(stochastic=False); a VAE's code is regularised by its KL term")
+    return penalised
 
 
 def _encode_decode(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
@@ -209,16 +227,14 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     Raises:
       ShapeError: x (or `x_input`) is not a float batch (B ≥ 1, *model.input_shape), or `key` is
         not one typed key; static checks at trace time, nothing is added to the compiled step.
-      ConfigError: `code_l1` is not the number 0 for a stochastic model (a VAE).
+      ConfigError: `code_l1` is negative or NaN, or not the number 0 for a stochastic model (a
+        VAE).
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
     _check_x_input(model, x, x_input, "loss")
     distributions.check_key(key)
-    penalised = not (isinstance(code_l1, (int, float)) and code_l1 == 0)
-    if penalised and model.stochastic:
-        raise ConfigError(f"loss: code_l1={code_l1!r} is for the plain autoencoder "
-                          "(stochastic=False); a VAE's code is regularised by its KL term")
+    penalised = _penalises_codes(model, code_l1)
     keys = jax.random.split(key, x.shape[0])
     reconstruction, kl_per_dim, codes = _encode_decode(model, params, x, keys, x_input)
     mean_reconstruction = jnp.mean(reconstruction)
