@@ -128,3 +128,28 @@ def test_rate_distortion_takes_a_sweep_of_points(tmp_path):
     assert_png(plots.save_rate_distortion(str(tmp_path / "rd.png"), sweep, connect=True))
     assert_png(plots.save_rate_distortion(str(tmp_path / "rd2.png"), [(3.0, 0.2)],
                                           iso_elbo=False, ylabel="RMSE"))
+
+
+def test_score_histograms_say_how_many_scores_lie_beyond_their_range(tmp_path, monkeypatch):
+    labels = []
+    real_save = plots._save
+
+    def save(figure, path):
+        labels.extend(ax.get_xlabel() for ax in figure.axes)
+        return real_save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    rng = np.random.default_rng(0)
+    inside, out = rng.normal(0, 1, 300), rng.normal(2, 1, 300)
+    out[:5] = 1e6  # far outliers: drawn in the last bin, and counted
+    path = plots.save_score_histograms(
+        str(tmp_path / "h.png"), {"nll": inside, "flat": np.ones(10)},
+        {"nll": out, "flat": np.ones(10)}, "a", "b", {"nll": "nats", "flat": "nats"},
+        {"nll": {"auroc": 0.9}})
+    assert Image.open(path).size[0] > 0
+    both = np.concatenate([inside, out])
+    low, high = np.percentile(both, [0.5, 99.5])
+    outside = int(np.sum((both < low) | (both > high)))
+    assert outside > 0
+    assert labels[0].endswith(f"\n{outside} of 600 beyond the range counted in the end bins")
+    assert labels[1] == "score (higher = more anomalous)"  # constant scores: nothing beyond

@@ -275,6 +275,26 @@ def test_a_second_writer_is_refused_with_the_holder_named(reference, run_copy):
     assert len(metrics_lines(run_copy)) == NUM_EPOCHS + 1
 
 
+def test_a_refused_run_leaves_no_lock_and_no_folder_it_made(tmp_path):
+    from test_in_memory import tiny_config, tiny_dataset  # pylint: disable=import-outside-toplevel
+
+    too_large = tiny_config(batch_size=100_000)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    held = tmp_path / "held"  # a folder whose lock file was there before: left as it was
+    held.mkdir()
+    (held / run_folder.LOCK_FILE).write_text("")
+    for workdir in (tmp_path / "new" / "run", mine, empty, held):
+        with pytest.raises(vae_jax.ConfigError, match="is larger than the"):
+            training.train_and_evaluate(too_large, str(workdir), tiny_dataset())
+    assert sorted(os.listdir(tmp_path)) == ["empty", "held", "mine"]
+    assert os.listdir(mine) == ["notes.txt"] and os.listdir(empty) == []
+    assert os.listdir(held) == [run_folder.LOCK_FILE]
+
+
 @pytest.mark.slow
 def test_train_py_on_a_folder_another_process_writes_is_one_line(tmp_path):
     workdir = tmp_path / "run"
@@ -290,7 +310,8 @@ def test_train_py_on_a_folder_another_process_writes_is_one_line(tmp_path):
         assert_one_line_error(result, f"is being written by process {holder.pid} on ")
     finally:
         holder.communicate("", timeout=60)
-    assert sorted(os.listdir(workdir)) == [run_folder.LOCK_FILE]
+    assert not workdir.exists()  # the refused run left it alone; its maker, who added nothing,
+    # took the folder and its lock away
 
 
 # --- Folders that cannot be written -------------------------------------------------------------

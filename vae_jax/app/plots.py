@@ -548,18 +548,12 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
     _require_matplotlib("drawing the pictures of a run")
     # pylint: disable=import-outside-toplevel
     from vae_jax.app import evaluation, run_folder, runs
-    from vae_jax.errors import ConfigError
 
     evaluation.check_seed(seed)
     run_folder.resolve_step(workdir, step)
     runs.check_dataset(workdir, dataset, data_dir, manual_dir, "plots.visualize_workdir")
     out_dir = out_dir or os.path.join(workdir, run_folder.PLOTS_DIR)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        run_folder.probe_write(out_dir)
-    except OSError as error:
-        raise ConfigError(f"cannot write the pictures to {out_dir} ({error.strerror}); pass "
-                          "--out=FOLDER") from None
+    run_folder.ensure_writable(out_dir, f"the pictures to {out_dir}", "pass --out=FOLDER")
     run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     return visualize_run(run, out_dir, seed)
 
@@ -569,7 +563,8 @@ def save_score_histograms(path: str, scores_in: dict[str, Any], scores_out: dict
                           metrics: Optional[dict[str, dict[str, float]]] = None,
                           title: Optional[str] = None) -> str:
     """One panel per score named in `units` (name → unit, in panel order): histograms
-    (densities, shared bins over the 0.5–99.5th percentiles of both sets) of the
+    (densities, shared bins over the 0.5–99.5th percentiles of both sets; the scores beyond
+    are counted in the end bins, and the axis label says how many) of the
     in-distribution scores `scores_in[name]` and the out-of-distribution `scores_out[name]`,
     each (N,), the AUROC of `metrics[name]["auroc"]` in the panel's title when given (as
     `vae_jax.app.scores.detection_metrics` computes it). Returns `path`."""
@@ -588,7 +583,10 @@ def save_score_histograms(path: str, scores_in: dict[str, Any], scores_out: dict
         if metrics and name in metrics:
             heading += f", AUROC {metrics[name]['auroc']:.3f}"
         ax.set_title(heading, fontsize=9)
-        ax.set_xlabel("score (higher = more anomalous)", fontsize=8)
+        outside = int(np.sum((both < low) | (both > high)))
+        ax.set_xlabel("score (higher = more anomalous)" + (
+            f"\n{outside} of {len(both)} beyond the range counted in the end bins"
+            if outside else ""), fontsize=8)
         if i == 0:
             ax.legend(fontsize=7)
     if title:

@@ -92,7 +92,10 @@ def _holder(path: str) -> str:
 def lock(workdir: str, main_process: bool = True) -> Iterator[None]:
     """Holds the exclusive writer's lock of `workdir` (created if missing) inside the context.
 
-    Only the process with `main_process` True takes it (process 0 of a multi-process run).
+    Only the process with `main_process` True takes it (process 0 of a multi-process run). A
+    run that adds nothing but the lock (refused before it wrote: a bad config, data that does
+    not fit) leaves the folder as it found it: the lock file and the folders this call created
+    go.
 
     Raises:
       WorkdirError: another process holds the lock (the message names it: pid, host, start), or
@@ -101,8 +104,11 @@ def lock(workdir: str, main_process: bool = True) -> Iterator[None]:
     if not main_process:
         yield
         return
+    created = _missing_folders(workdir)
     check_folder(workdir)
     path = os.path.join(workdir, LOCK_FILE)
+    new_lock = not os.path.lexists(path)
+    before = set(os.listdir(workdir))
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
@@ -126,7 +132,31 @@ def lock(workdir: str, main_process: bool = True) -> Iterator[None]:
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n").encode())
         yield
     finally:
+        if new_lock:
+            _remove_if_unused(workdir, before, created)
         os.close(fd)  # releases the lock
+
+
+def _remove_if_unused(workdir: str, before: set[str], created: list[str]) -> None:
+    """Removes the lock file of `workdir` (held) and the `created` folders when the run added
+    nothing else to the names `before` it."""
+    try:
+        if set(os.listdir(workdir)) != before | {LOCK_FILE}:
+            return
+        os.remove(os.path.join(workdir, LOCK_FILE))  # while held: a later opener makes a new one
+        for folder in created:  # deepest first; a folder someone else filled stays
+            os.rmdir(folder)
+    except OSError:
+        pass
+
+
+def _missing_folders(path: str) -> list[str]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def check_folder(workdir: str) -> None:
@@ -139,6 +169,16 @@ def check_folder(workdir: str) -> None:
         probe_write(workdir)
     except OSError as error:
         raise WorkdirError(f"workdir {workdir!r} is not writable: {error.strerror}") from None
+
+
+def ensure_writable(folder: str, what: str, fix: str) -> None:
+    """Creates `folder` (an output folder of a reader, outside the run folder or its plots/) and
+    writes a probe file in it; raises `ConfigError` "cannot write `what` (reason); `fix`"."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe_write(folder)
+    except OSError as error:
+        raise ConfigError(f"cannot write {what} ({error.strerror}); {fix}") from None
 
 
 def probe_write(folder: str) -> None:
