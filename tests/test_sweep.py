@@ -377,3 +377,11 @@ def test_the_model_axis_shards_over_two_devices_and_agrees(tmp_path):
                             text=True, env=env, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
+
+
+def test_the_readme_lists_every_sweepable_field():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    listed = re.search(r"^- Sweepable: (.*?)\. ", readme, re.MULTILINE | re.DOTALL)
+    assert listed, "README.md has no '- Sweepable: ...' line"
+    names = re.findall(r"`(\w+)`", listed.group(1))
+    assert names == list(sweep_lib.SWEEPABLE_FIELDS)
