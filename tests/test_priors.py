@@ -1,0 +1,144 @@
+"""Priors p(z) (issue #18, item 1): densities that integrate to 1, a closed-form KL that matches
+Monte Carlo, the single-sample rate estimate's expectation, samples with the prior's moments, and
+every function under jit, vmap and grad."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vae_jax
+from vae_jax import distributions, priors
+
+
+def mixture_params(latent_dim=2):
+    return {"logits": jnp.array([0.3, -0.5, 1.0]),
+            "means": jnp.array([[-2.0, 0.5], [1.5, 1.0], [0.0, -2.0]])[:, :latent_dim],
+            "log_variances": jnp.array([[0.2, -0.4], [-1.0, 0.3], [0.0, 0.5]])[:, :latent_dim]}
+
+
+def all_priors():
+    return [(priors.standard_normal(), {}), (priors.mixture_of_gaussians(3), mixture_params())]
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("index", [0, 1])
+def test_each_log_density_integrates_to_one_on_a_grid(dim, index):
+    prior, params = all_priors()[index]
+    if params:
+        params = mixture_params(dim)
+    axis = np.linspace(-9.0, 9.0, 601)
+    step = axis[1] - axis[0]
+    grid = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), -1).reshape(-1, dim)
+    log_p = jax.jit(jax.vmap(prior.log_prob, in_axes=(None, 0)))(params, jnp.asarray(grid))
+    assert float(jnp.sum(jnp.exp(log_p)) * step**dim) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_closed_form_kl_matches_monte_carlo_and_the_rate_estimate(jit):
+    prior = priors.standard_normal()
+    mean, log_variance = jnp.array([0.5, -1.0, 2.0]), jnp.array([-0.3, 0.4, -1.2])
+    rate = jax.jit(priors.rate, static_argnums=0) if jit else priors.rate
+    z = jax.vmap(distributions.gaussian_sample, in_axes=(0, None, None))(
+        jax.random.split(jax.random.key(0), 200_000), mean, log_variance)
+    closed = rate(prior, {}, mean, log_variance, z[0])
+    chex.assert_shape(closed, ())
+    estimates = jax.vmap(lambda code: distributions.gaussian_log_prob(code, mean, log_variance)
+                         - prior.log_prob({}, code))(z)
+    error = 4 * float(jnp.std(estimates)) / np.sqrt(len(z))
+    assert float(jnp.mean(estimates)) == pytest.approx(float(closed), abs=error)
+
+
+def test_without_a_closed_form_the_rate_is_log_q_minus_log_p_and_unbiased():
+    prior, params = priors.mixture_of_gaussians(3), mixture_params()
+    assert prior.kl is None
+    mean, log_variance = jnp.array([0.2, -0.1]), jnp.array([-0.5, -0.2])
+    keys = jax.random.split(jax.random.key(1), 100_000)
+    z = jax.vmap(distributions.gaussian_sample, in_axes=(0, None, None))(keys, mean, log_variance)
+    rates = jax.jit(jax.vmap(priors.rate, in_axes=(None, None, None, None, 0)),
+                    static_argnums=0)(prior, params, mean, log_variance, z)
+    expected = (distributions.gaussian_log_prob(z[0], mean, log_variance)
+                - prior.log_prob(params, z[0]))
+    np.testing.assert_allclose(rates[0], expected, rtol=1e-6)
+    # Its mean is the KL, which a grid integral of q·(log q − log p) gives independently.
+    axis = np.linspace(-6, 6, 801)
+    grid = jnp.asarray(np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2))
+    log_q = jax.vmap(distributions.gaussian_log_prob, in_axes=(0, None, None))(grid, mean,
+                                                                               log_variance)
+    log_p = jax.vmap(prior.log_prob, in_axes=(None, 0))(params, grid)
+    kl = float(jnp.sum(jnp.exp(log_q) * (log_q - log_p)) * (axis[1] - axis[0]) ** 2)
+    error = 4 * float(jnp.std(rates)) / np.sqrt(len(rates))
+    assert float(jnp.mean(rates)) == pytest.approx(kl, abs=error)
+
+
+def test_mixture_log_prob_is_the_formula_and_one_component_is_a_gaussian():
+    prior, params = priors.mixture_of_gaussians(3), mixture_params()
+    z = jnp.array([0.7, -0.4])
+    weights = np.exp(params["logits"]) / np.sum(np.exp(params["logits"]))
+    densities = [np.exp(float(distributions.gaussian_log_prob(z, m, v)))
+                 for m, v in zip(params["means"], params["log_variances"])]
+    assert float(prior.log_prob(params, z)) == pytest.approx(
+        np.log(np.dot(weights, densities)), rel=1e-5)
+    single = priors.mixture_of_gaussians(1, spread=0.0)
+    one = single.init(jax.random.key(0), 2)
+    assert float(single.log_prob(one, z)) == pytest.approx(
+        float(distributions.standard_normal_log_prob(z)), rel=1e-6)
+    far = jnp.array([60.0, -60.0])  # every component's density underflows; the log does not
+    assert np.isfinite(float(prior.log_prob(params, far)))
+    assert np.all(np.isfinite(jax.grad(prior.log_prob, argnums=(0, 1))(params, far)[1]))
+
+
+def test_samples_have_the_priors_moments():
+    prior, params = priors.mixture_of_gaussians(3), mixture_params()
+    z = jax.jit(prior.sample, static_argnums=(2, 3))(params, jax.random.key(2), 200_000, 2)
+    chex.assert_shape(z, (200_000, 2))
+    chex.assert_type(z, jnp.float32)
+    weights = np.asarray(jax.nn.softmax(params["logits"]))
+    means = np.asarray(params["means"])
+    variances = np.exp(np.asarray(params["log_variances"]))
+    mixture_mean = weights @ means
+    mixture_var = weights @ (variances + means**2) - mixture_mean**2
+    np.testing.assert_allclose(np.mean(z, 0), mixture_mean, atol=0.02)
+    np.testing.assert_allclose(np.var(z, 0), mixture_var, rtol=0.02)
+    normal = priors.standard_normal().sample({}, jax.random.key(3), 100_000, 3)
+    np.testing.assert_allclose(np.std(normal, 0), 1.0, atol=0.02)
+
+
+def test_the_mixture_learns_by_gradient():
+    prior = priors.mixture_of_gaussians(2)
+    params = prior.init(jax.random.key(0), 2)
+    chex.assert_shape([params["means"], params["log_variances"]], (2, 2))
+    data = jnp.concatenate([jnp.full((50, 2), 3.0), jnp.full((50, 2), -3.0)])
+    data = data + 0.1 * jax.random.normal(jax.random.key(1), data.shape)
+
+    def nll(p):
+        return -jnp.mean(jax.vmap(prior.log_prob, in_axes=(None, 0))(p, data))
+
+    before = float(nll(params))
+    update = jax.jit(lambda p: jax.tree.map(lambda v, g: v - 0.1 * g, p, jax.grad(nll)(p)))
+    for _ in range(300):
+        params = update(params)
+    assert float(nll(params)) < before - 3.0
+    np.testing.assert_allclose(np.sort(np.asarray(params["means"])[:, 0]), [-3.0, 3.0],
+                               atol=0.2)
+
+
+def test_bad_arguments_are_one_line():
+    with pytest.raises(vae_jax.ConfigError, match="num_components must be a positive integer"):
+        priors.mixture_of_gaussians(0)
+    with pytest.raises(vae_jax.ConfigError, match="spread must be ≥ 0"):
+        priors.mixture_of_gaussians(2, spread=float("nan"))
+    with pytest.raises(vae_jax.ConfigError, match=r"prior must be one of \('standard_normal'"):
+        priors.make("vampprior")
+    prior, params = priors.mixture_of_gaussians(3), mixture_params()
+    with pytest.raises(vae_jax.ShapeError, match=r"z must be one code of shape \(2,\), got "
+                                                 r"\(4, 2\); use jax.vmap"):
+        prior.log_prob(params, jnp.zeros((4, 2)))
+    with pytest.raises(vae_jax.ShapeError, match="latent_dim=3, but the params are of a 2-D"):
+        prior.sample(params, jax.random.key(0), 5, 3)
+    with pytest.raises(vae_jax.ConfigError, match="num must be a positive integer"):
+        priors.standard_normal().sample({}, jax.random.key(0), 0, 2)
+    with pytest.raises(vae_jax.ShapeError, match="rate"):
+        priors.rate(prior, params, jnp.zeros(2), jnp.zeros(3), jnp.zeros(2))
+    assert priors.make("mixture_of_gaussians", 4).init(jax.random.key(0), 2)["logits"].shape == (4,)
