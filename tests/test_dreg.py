@@ -86,3 +86,24 @@ def test_an_unknown_estimator_is_one_line():
     with pytest.raises(vae_jax.ConfigError, match=r"gradient_estimator must be one of "
                                                   r"\('iwae', 'dreg'\), got 'rws'"):
         iwae.iwae_loss(vae, params, x, jax.random.key(0), 5, gradient_estimator="rws")
+
+
+def test_a_run_trains_with_dreg_and_the_config_is_checked(tmp_path):
+    from test_in_memory import tiny_config, tiny_dataset  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import configs, training  # pylint: disable=import-outside-toplevel
+
+    dataset = tiny_dataset()
+    records = {}
+    for estimator in ("iwae", "dreg"):
+        config = tiny_config(objective="iwae", iwae_samples=4, iwae_gradient=estimator,
+                             num_epochs=2)
+        records[estimator] = training.train_and_evaluate(config, str(tmp_path / estimator),
+                                                         dataset)
+    for record in records.values():
+        assert np.isfinite(record["test_neg_elbo"])
+    # The same data and keys; only the encoder's gradient differs, so the runs differ.
+    assert records["dreg"]["train_loss"] != records["iwae"]["train_loss"]
+    for overrides, message in (({"iwae_gradient": "rws"}, r"one of \('iwae', 'dreg'\)"),
+                               ({"iwae_gradient": "dreg"}, "unless objective='iwae'")):
+        with pytest.raises(vae_jax.ConfigError, match=f"config.iwae_gradient.*{message}"):
+            configs.validate(tiny_config(**overrides))

@@ -90,18 +90,20 @@ def prepare_batch(key: jax.Array, images_uint8: jax.Array, binarize: bool) -> ja
 
 
 def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: Any = 0.0,
-                 iwae_samples: int = 1, code_l1: Any = 0.0) -> Callable:
+                 iwae_samples: int = 1, code_l1: Any = 0.0,
+                 iwae_gradient: str = "iwae") -> Callable:
     """Returns ``loss_fn(params, x, key, beta, x_input=None) -> (loss, ELBOTerms of batch
     means)`` for `jax.grad` with ``has_aux=True``: `objectives.loss` (the β-weighted ELBO with
     `free_bits`, and the L1 penalty `code_l1` on a plain autoencoder's code) when `objective` is
-    "elbo", `iwae.iwae_loss` with K = `iwae_samples` (β unused) when "iwae". `x_input`, when
+    "elbo", `iwae.iwae_loss` with K = `iwae_samples` and the gradient estimator `iwae_gradient`
+    (β unused) when "iwae". `x_input`, when
     given, is the encoder's input (a corrupted x: denoising); the loss scores the clean x."""
     if objective == "elbo":
         return lambda params, x, key, beta, x_input=None: objectives.loss(
             vae, params, x, key, beta, free_bits, x_input, code_l1)
     if objective == "iwae":
         return lambda params, x, key, beta, x_input=None: iwae.iwae_loss(
-            vae, params, x, key, iwae_samples, x_input)
+            vae, params, x, key, iwae_samples, x_input, iwae_gradient)
     raise ConfigError(f"objective must be one of {builders.OBJECTIVES}, got {objective!r}")
 
 
@@ -133,7 +135,7 @@ def make_train_step(config: ml_collections.ConfigDict, input_shape: Sequence[int
         parts = builders.components(config, input_shape, steps_per_epoch, hparams)
         code_l1 = builders.hyperparameter(config, hparams, "code_l1")
         loss_fn = make_loss_fn(parts.vae, config.objective, parts.free_bits, config.iwae_samples,
-                               code_l1)
+                               code_l1, config.iwae_gradient)
         keys = RunKeys.from_root(state.key)
         binarize_key, elbo_key = jax.random.split(jax.random.fold_in(keys.noise, state.step))
         x = prepare_batch(binarize_key, train_images[indices], config.binarize)

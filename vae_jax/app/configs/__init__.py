@@ -22,6 +22,7 @@ from vae_jax.app.builders import (ARCHITECTURES, COMPUTE_DTYPES, LR_SCHEDULES, M
                                   OBJECTIVES, TRAIN_LOOPS)
 from vae_jax.corruption import CORRUPTIONS
 from vae_jax.errors import ConfigError
+from vae_jax.iwae import GRADIENT_ESTIMATORS
 from vae_jax.likelihoods import GAUSSIAN_SCALES, LIKELIHOODS
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -112,10 +113,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                            ("likelihood", LIKELIHOODS), ("gaussian_scale", GAUSSIAN_SCALES),
                            ("objective", OBJECTIVES), ("lr_schedule", LR_SCHEDULES),
                            ("train_loop", TRAIN_LOOPS), ("compute_dtype", COMPUTE_DTYPES),
-                           ("input_pipeline", INPUT_PIPELINES)):
+                           ("input_pipeline", INPUT_PIPELINES),
+                           ("iwae_gradient", GRADIENT_ESTIMATORS)):
         _require(config[field] in choices, field, config[field], f"one of {choices}")
     _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
              "one width when architecture='conv', e.g. '(256,)'")
+    _require(config.objective == "iwae" or config.iwae_gradient == "iwae", "iwae_gradient",
+             config.iwae_gradient, "'iwae' (the default) unless objective='iwae'")
     if config.objective == "iwae":
         _require(config.model == "vae", "objective", config.objective,
                  "'elbo' for the plain autoencoder (model='ae'), which has no posterior to weigh")
@@ -196,6 +200,9 @@ FIELD_HELP = {
     "objective": "`elbo` (β, warm-up and free bits apply), or `iwae`: the importance-weighted "
                  "bound with K = `iwae_samples` (Burda et al. 2015)",
     "iwae_samples": "`iwae`: the number K of importance samples per example",
+    "iwae_gradient": "`iwae`: the gradient estimator, `iwae` (Burda et al. 2015) or `dreg`, "
+                     "doubly reparameterised (Tucker et al. 2019): the same expectation, a "
+                     "lower variance of the encoder's gradient",
     "corruption": "denoising: the encoder reads a corrupted batch, the reconstruction term "
                   "scores the clean one — `none`, `gaussian`, `mask` or `salt_and_pepper` "
                   "(`vae_jax.corruption`)",

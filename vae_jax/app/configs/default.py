@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     # bound with iwae_samples samples per example (Burda et al. 2015).
     config.objective = "elbo"
     config.iwae_samples = 5
+    # iwae: the gradient estimator, "iwae" (Burda et al.) or "dreg" (doubly reparameterised,
+    # Tucker et al. 2019: the same expectation, a lower variance for the encoder).
+    config.iwae_gradient = "iwae"
     # Denoising (vae_jax.corruption): the encoder reads a corrupted copy of each training batch,
     # the reconstruction term scores the clean one. "none", "gaussian" (level: σ in [0, 1] pixel
     # units), "mask" or "salt_and_pepper" (level: the probability p of each pixel).
