@@ -106,8 +106,10 @@ def test_download_failure_says_how_to_work_offline(tmp_path, monkeypatch):
         raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
-    with pytest.raises(vae_jax.DataError, match="pass --config.manual_dir=FOLDER"):
+    with pytest.raises(vae_jax.DatasetDownloadError,
+                       match="download 'mnist'.*pass manual_dir=FOLDER .*'mnist''s original") as info:
         vae_jax.app.data.load_image_dataset("mnist", data_dir=str(tmp_path))
+    assert "pass --config.manual_dir=FOLDER" in info.value.message("--config.manual_dir=FOLDER")
 
 
 def test_epoch_batches_are_a_permutation_that_depends_on_the_epoch():

@@ -32,8 +32,8 @@ class DatasetDownloadError(DataError):
     def message(self, option: str) -> str:
         """The error's line, naming `option` as the way to give the folder (a script names its
         own flag)."""
-        return (f"could not download {self.dataset!r} (no internet?): pass {option} with the "
-                "original files (e.g. ../shared/data/mnist) to prepare it offline")
+        return (f"could not download {self.dataset!r} (no internet?): pass {option}, a folder "
+                f"holding {self.dataset!r}'s original download files, to prepare it offline")
 
 
 class CheckpointError(VAEJaxError):
