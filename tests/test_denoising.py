@@ -84,12 +84,91 @@ def test_traced_level_under_vmap():
     np.testing.assert_array_equal(noisy[0], x)
 
 
-def test_bad_corruption_input_is_one_line():
-    x = jnp.zeros((2, 4, 4, 1))
-    with pytest.raises(vae_jax.ConfigError, match="corruption kind must be one of"):
-        corruption.corrupt(jax.random.key(0), x, "blur", 0.1)
-    with pytest.raises(vae_jax.ShapeError, match="floating-point"):
-        corruption.corrupt(jax.random.key(0), jnp.zeros((2, 4), jnp.int32), "mask", 0.1)
+BAD_LEVEL = "corrupt: level must be one real number"
+
+
+@pytest.mark.parametrize("kind", ("blur", "", None, ["mask"], "Mask"))
+def test_an_unknown_kind_is_one_line(kind):
+    with pytest.raises(vae_jax.ConfigError, match="corruption kind must be one of") as error:
+        corruption.corrupt(jax.random.key(0), jnp.zeros((2, 4)), kind, 0.1)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("kind", KINDS + ("none",))
+@pytest.mark.parametrize("x,message", [
+    (jnp.zeros((2, 4), jnp.int32), "got dtype int32; pass values in"),
+    (np.zeros((2, 4), np.uint8), "got dtype uint8; pass values in"),
+    (jnp.zeros((2, 4), bool), "got dtype bool"),
+    ([[0, 1], [1, 0]], "got dtype int32"),
+    ([[0.1], [0.2, 0.3]], "got a list that is not one"),
+    ("pixels", "got a str that is not one"),
+])
+def test_x_that_is_not_floating_point_is_one_line_for_every_kind(kind, x, message):
+    with pytest.raises(vae_jax.ShapeError, match="corrupt: x must be a floating-point array, "
+                       + message) as error:
+        corruption.corrupt(jax.random.key(0), x, kind, 0.1)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("kind", KINDS + ("none",))
+@pytest.mark.parametrize("level,got", [
+    (None, "got None"), ("0.3", "got '0.3'"), (1j, "got 1j"), (True, "got True"),
+    ([0.1], r"got a float32 array of shape \(1,\)"),
+    (np.full((2, 2), 0.1), r"got a float32 array of shape \(2, 2\)"),
+    (jnp.zeros(3), r"got a float32 array of shape \(3,\)"),
+])
+def test_a_level_that_is_not_one_real_number_is_one_line(kind, level, got):
+    with pytest.raises(vae_jax.ConfigError, match=f"{BAD_LEVEL} .*{got}") as error:
+        corruption.corrupt(jax.random.key(0), jnp.zeros((2, 4)), kind, level)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("kind,level", [
+    ("gaussian", -0.1), ("gaussian", float("nan")), ("gaussian", float("inf")),
+    ("gaussian", np.float32(-1)), ("gaussian", jnp.asarray(-0.5)),
+    ("mask", 1.5), ("mask", -0.01), ("mask", float("nan")), ("mask", jnp.asarray(2.0)),
+    ("salt_and_pepper", 2), ("salt_and_pepper", -1e-3), ("salt_and_pepper", np.float64("nan")),
+])
+def test_a_concrete_level_out_of_range_is_one_line(kind, level):
+    message = "finite σ ≥ 0 for gaussian" if kind == "gaussian" else fr"p in \[0, 1\] for {kind}"
+    with pytest.raises(vae_jax.ConfigError, match=f"corrupt: level must be a .*{message}"):
+        corruption.corrupt(jax.random.key(0), jnp.zeros((2, 4)), kind, level)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("level", [0, 1, 0.5, np.float64(0.25), np.asarray(0.5), jnp.float32(1.0)])
+def test_concrete_levels_in_range_of_any_number_type_are_accepted(kind, level):
+    x = jnp.full((2, 4), 0.5)
+    noisy = corruption.corrupt(jax.random.key(0), x, kind, level)
+    chex.assert_shape(noisy, x.shape)
+    chex.assert_tree_all_finite(noisy)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_traced_level_is_shape_checked_and_not_range_checked(kind):
+    x = jnp.full((2, 4), 0.5)
+    jitted = jax.jit(corruption.corrupt, static_argnums=2)
+    with pytest.raises(vae_jax.ConfigError, match=BAD_LEVEL):
+        jitted(jax.random.key(0), x, kind, jnp.asarray([0.1, 0.2]))
+    with pytest.raises(vae_jax.ConfigError, match=BAD_LEVEL):  # vmap over the wrong axis count
+        jax.vmap(lambda p: corruption.corrupt(jax.random.key(0), x, kind, p))(jnp.ones((2, 2)))
+    # A traced value is unknown at trace time: its range is the caller's (config validation).
+    chex.assert_shape(jitted(jax.random.key(0), x, kind, -0.5), x.shape)
+
+
+def test_a_missing_key_is_one_line_and_not_needed_for_none():
+    x = jnp.zeros((2, 4))
+    for key in (None, 0, jax.random.split(jax.random.key(0))):
+        with pytest.raises(vae_jax.ShapeError, match="key must be"):
+            corruption.corrupt(key, x, "mask", 0.1)
+    assert corruption.corrupt(None, x, "none", 0.0) is x
+
+
+def test_array_likes_of_floats_are_accepted():
+    x = [[0.5, 0.25], [1.0, 0.0]]
+    for kind in KINDS + ("none",):
+        noisy = corruption.corrupt(jax.random.key(0), x, kind, 0.0)
+        np.testing.assert_array_equal(noisy, np.asarray(x, np.float32))
 
 
 # --- PSNR ---------------------------------------------------------------------------------------
@@ -115,6 +194,49 @@ def test_psnr_is_the_formula():
         with pytest.raises(vae_jax.ShapeError, match=f"psnr: {name} must be a floating-point "
                            "array, got dtype (uint8|int32); convert uint8"):
             corruption.psnr(*args)
+
+
+@pytest.mark.parametrize("estimate,target,message", [
+    (np.zeros((0, 4)), np.zeros((0, 4)), "at least one example"),
+    ([], [], "at least one example"),
+    (np.zeros((3, 0)), np.zeros((3, 0)), "at least one example of at least one pixel"),
+    (np.zeros((2, 4, 0, 1)), np.zeros((2, 4, 0, 1)), "at least one pixel"),
+    (np.zeros((2, 4)), np.zeros((2, 5)), "one shape"),
+    (np.zeros((2, 4)), np.zeros((4, 2)), "one shape"),
+    (np.float32(0.5), np.float32(0.5), "one shape"),
+    ([[0.1], [0.2, 0.3]], np.zeros((2, 2)), "estimate must be a floating-point array, got a list"),
+    (np.zeros((2, 2)), "target", "target must be a floating-point array, got a str"),
+    (np.zeros((2, 2)), [[1, 2], [3, 4]], "target must be a floating-point array, got dtype int32"),
+    (np.zeros((2, 2), bool), np.zeros((2, 2)), "estimate must be a floating-point array"),
+])
+def test_psnr_of_bad_arrays_is_one_line(estimate, target, message):
+    with pytest.raises(vae_jax.ShapeError, match=f"psnr: .*{message}") as error:
+        corruption.psnr(estimate, target)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["max_value", "min_mse"])
+@pytest.mark.parametrize("value,message", [
+    (0.0, "a finite number > 0, got 0.0"), (-1, "a finite number > 0, got -1"),
+    (float("nan"), "a finite number > 0, got nan"), (float("inf"), "a finite number > 0"),
+    (jnp.asarray(-2.0), "a finite number > 0"),
+    (None, "one real number .*got None"), ("1", "one real number .*got '1'"),
+    (np.ones(2), r"one real number .*shape \(2,\)"), (1 + 1j, "one real number"),
+])
+def test_psnr_of_bad_settings_is_one_line(name, value, message):
+    x = np.full((2, 3), 0.5, np.float32)
+    with pytest.raises(vae_jax.ConfigError, match=f"psnr: {name} must be {message}") as error:
+        corruption.psnr(x, x, **{name: value})
+    assert "\n" not in str(error.value)
+
+
+def test_psnr_takes_array_likes_and_traced_settings():
+    estimate, target = [[0.5, 0.5], [0.0, 1.0]], [[0.6, 0.4], [0.0, 1.0]]
+    np.testing.assert_allclose(corruption.psnr(estimate, target), [20.0, 100.0], rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(corruption.psnr)(estimate, target, 2.0, 1e-4),
+                               [10 * np.log10(4 / 0.01), 10 * np.log10(4 / 1e-4)], rtol=1e-5)
+    with pytest.raises(vae_jax.ConfigError, match="max_value must be one real number"):
+        jax.jit(corruption.psnr)(estimate, target, jnp.ones(2))
 
 
 # --- The objectives: the encoder reads x̃, the likelihood scores the clean x ---------------------

@@ -23,13 +23,17 @@ the corrupted batch as ``x_input`` (the encoder's input) and score the clean ``x
 | ``salt_and_pepper`` | 0 with probability p/2, 1 with probability p/2, else x_i | p |
 
 Every pixel draws independently; at level 0 every kind returns x unchanged, bit for bit. `level` may
-be a traced scalar (a swept hyperparameter under `jax.vmap`); `kind` is static.
+be a traced scalar (a swept hyperparameter under `jax.vmap`), whose range only its caller can
+check; a concrete level out of range (σ < 0, p outside [0, 1], NaN) is refused. `kind` is static.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions
+from vae_jax._checks import real_number
 from vae_jax.errors import ConfigError, ShapeError
 
 CORRUPTIONS = ("none", "gaussian", "mask", "salt_and_pepper")
@@ -41,27 +45,36 @@ def corrupt(key: jax.Array, x: jax.Array, kind: str, level) -> jax.Array:
     Args:
       key: one typed PRNG key, shape (); unused for ``kind="none"``.
       x: float data of any shape, values in [0, 1] (a batch or one example: pixels draw
-        independently either way).
+        independently either way); an array or an array-like of floats.
       kind: one of `CORRUPTIONS` (static).
-      level: σ for ``gaussian`` (pixel units), the probability p for ``mask`` and
-        ``salt_and_pepper``; a float or a (traced) scalar. Not range-checked here (the
-        application's config validation does that): the caller passes σ ≥ 0, p in [0, 1].
+      level: σ ≥ 0 for ``gaussian`` (pixel units), the probability p in [0, 1] for ``mask`` and
+        ``salt_and_pepper``, any number for ``none`` (unused); a real number or a 0-d array,
+        which may be traced (a swept hyperparameter). Its range is checked only when it is
+        concrete; a traced level's is the caller's to check.
 
     Returns:
-      x̃, the shape and dtype of x; in [0, 1] when x is.
+      x̃, the shape and dtype of x (x itself, as an array, for ``none``); in [0, 1] when x is.
 
     Raises:
-      ConfigError: `kind` is not one of `CORRUPTIONS`.
-      ShapeError: x is not floating point, or `key` is not one typed key (static checks, under jit
-        too).
+      ConfigError: `kind` is not one of `CORRUPTIONS`; `level` is None or not one real number
+        (ndim 0), under jit too; a concrete `level` is out of its kind's range (σ not finite
+        or < 0, p outside [0, 1] or NaN).
+      ShapeError: x is not a floating-point array-like, or (except for ``none``) `key` is not one
+        typed key (static checks, under jit too).
     """
-    if kind not in CORRUPTIONS:
+    if not isinstance(kind, str) or kind not in CORRUPTIONS:
         raise ConfigError(f"corruption kind must be one of {CORRUPTIONS}, got {kind!r}")
+    x = _float_array("corrupt", "x", x, "pass values in [0, 1]: convert uint8 pixels with "
+                     "x.astype(np.float32) / 255")
+    value = real_number("corrupt", "level", level)
+    if kind == "gaussian" and value is not None and not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"corrupt: level must be a finite σ ≥ 0 for gaussian noise (pixel "
+                          f"units of [0, 1]), got {level!r}")
+    if kind in ("mask", "salt_and_pepper") and value is not None and not 0 <= value <= 1:
+        raise ConfigError(f"corrupt: level must be a probability p in [0, 1] for {kind}, got "
+                          f"{level!r}")
     if kind == "none":
         return x
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise ShapeError(f"corrupt: x must be a floating-point array in [0, 1], got dtype "
-                         f"{jnp.result_type(x)}")
     distributions.check_key(key)
     level = jnp.asarray(level, x.dtype)
     if kind == "gaussian":
@@ -85,26 +98,49 @@ def psnr(estimate: jax.Array, target: jax.Array, max_value: float = 1.0,
     reconstruction gives a finite number.
 
     Args:
-      estimate, target: float arrays of one shape (B, ...), e.g. decoder means and clean images.
-      max_value: the largest possible pixel value (1 for [0, 1] data).
-      min_mse: the floor of MSE_n.
+      estimate, target: float arrays (or array-likes of floats) of one shape (B, ...), B ≥ 1 and
+        at least one pixel per example, e.g. decoder means and clean images.
+      max_value: the largest possible pixel value (1 for [0, 1] data), a finite number > 0.
+      min_mse: the floor of MSE_n, a finite number > 0.
 
     Returns:
       float (B,), in dB.
 
     Raises:
-      ShapeError: the shapes differ, or have no batch axis, or an array is not floating-point
-        (integer pixels would wrap around when subtracted: convert uint8 with x / 255).
+      ShapeError: the shapes differ, or have no batch axis, or the batch or its examples are
+        empty, or an array is not floating-point (integer pixels would wrap around when
+        subtracted: convert uint8 with x / 255).
+      ConfigError: `max_value` or `min_mse` is not one real number (ndim 0), or, when concrete,
+        not finite and > 0.
     """
-    if jnp.shape(estimate) != jnp.shape(target) or jnp.ndim(target) < 1:
+    hint = "convert uint8 pixels with x.astype(np.float32) / 255 (and max_value=1)"
+    estimate = _float_array("psnr", "estimate", estimate, hint)
+    target = _float_array("psnr", "target", target, hint)
+    if estimate.shape != target.shape or target.ndim < 1:
         raise ShapeError(f"psnr: estimate and target must have one shape (B, ...), got "
-                         f"{jnp.shape(estimate)} and {jnp.shape(target)}")
-    for name, array in (("estimate", estimate), ("target", target)):
-        if not jnp.issubdtype(jnp.result_type(array), jnp.floating):
-            raise ShapeError(f"psnr: {name} must be a floating-point array, got dtype "
-                             f"{jnp.result_type(array)}; convert uint8 pixels with "
-                             "x.astype(np.float32) / 255 (and max_value=1)")
-    batch = jnp.shape(target)[0]
+                         f"{estimate.shape} and {target.shape}")
+    if target.size == 0:
+        raise ShapeError(f"psnr: estimate and target must hold at least one example of at least "
+                         f"one pixel, got the empty shape {target.shape}")
+    for name, setting in (("max_value", max_value), ("min_mse", min_mse)):
+        value = real_number("psnr", name, setting)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"psnr: {name} must be a finite number > 0, got {setting!r}")
+    batch = target.shape[0]
     difference = jnp.reshape(estimate, (batch, -1)) - jnp.reshape(target, (batch, -1))
     mse = jnp.maximum(jnp.mean(jnp.square(difference), axis=-1), min_mse)
     return 10.0 * jnp.log10(max_value**2 / mse)
+
+
+def _float_array(function: str, name: str, array, hint: str) -> jax.Array:
+    """`array` as a JAX array (an array-like is converted); `ShapeError` unless floating-point."""
+    try:
+        converted = jnp.asarray(array)
+    except (TypeError, ValueError, OverflowError):
+        raise ShapeError(f"{function}: {name} must be a floating-point array, got a "
+                         f"{type(array).__name__} that is not one; pass a (nested) sequence of "
+                         "floats of one shape, or an array") from None
+    if not jnp.issubdtype(converted.dtype, jnp.floating):
+        raise ShapeError(f"{function}: {name} must be a floating-point array, got dtype "
+                         f"{getattr(array, 'dtype', converted.dtype)}; {hint}")
+    return converted
