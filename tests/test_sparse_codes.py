@@ -57,11 +57,28 @@ def test_the_penalty_is_refused_for_a_vae():
         np.testing.assert_array_equal(objectives.loss(vae, params, x, key, code_l1=zero)[0], plain)
 
 
-@pytest.mark.parametrize("bad", [-0.5, float("nan"), np.float32(-1), jnp.array(float("nan"))])
-def test_a_negative_or_nan_weight_is_refused(bad):
+@pytest.mark.parametrize("name", ["code_l1", "beta", "free_bits"])
+@pytest.mark.parametrize("bad, message", [
+    (-0.5, "a finite number ≥ 0"), (float("nan"), "a finite number ≥ 0"),
+    (float("inf"), "a finite number ≥ 0"), (np.float32(-1), "a finite number ≥ 0"),
+    (jnp.array(float("nan")), "a finite number ≥ 0"),
+    (None, "one real number"), ("1.0", "one real number"), (True, "one real number"),
+    (jnp.ones(3), "one real number"), (np.array([0.0]), "one real number"),
+    (1j, "one real number"),
+])
+def test_a_loss_weight_that_is_not_one_finite_non_negative_number_is_refused(name, bad, message):
     ae, params, x = tiny_ae()
-    with pytest.raises(vae_jax.ConfigError, match="loss: code_l1 must be a number ≥ 0"):
-        objectives.loss(ae, params, x, jax.random.key(0), code_l1=bad)
+    with pytest.raises(vae_jax.ConfigError, match=f"loss: {name} must be {message}"):
+        objectives.loss(ae, params, x, jax.random.key(0), **{name: bad})
+
+
+def test_traced_loss_weights_give_a_scalar_loss_and_traced_vectors_are_refused():
+    ae, params, x = tiny_ae()
+    loss = jax.jit(lambda w: objectives.loss(ae, params, x, jax.random.key(0), beta=w,
+                                             free_bits=w, code_l1=w)[0])
+    chex.assert_shape(loss(jnp.float32(0.1)), ())
+    with pytest.raises(vae_jax.ConfigError, match="loss: beta must be one real number"):
+        loss(jnp.ones(2))
 
 
 @pytest.mark.parametrize("overrides,message", [

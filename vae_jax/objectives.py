@@ -20,6 +20,7 @@ traced x are not checked here: that needs the data on the host, which `check_inp
 concrete x and `vae_jax.app.evaluation.evaluate` and the scripts do once per data set.
 """
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from vae_jax import distributions
+from vae_jax._checks import real_number
 from vae_jax.errors import ConfigError, ShapeError
 from vae_jax.model import VAE, Params, _model_first, check_input
 
@@ -61,16 +63,21 @@ def _check_x_input(model: VAE, x: jax.Array, x_input, function: str) -> None:
                 name="x_input")
 
 
+def _check_weight(name: str, value: Any) -> float | None:
+    """A scalar weight of `loss` (β, λ, code_l1): its value, or None when it is traced (a
+    sweep's, known only when the step runs). Raises `ConfigError` for anything but one real
+    number (ndim 0), and for a concrete one that is negative, infinite or NaN."""
+    concrete = real_number("loss", name, value)
+    if concrete is not None and not 0 <= concrete < math.inf:
+        raise ConfigError(f"loss: {name} must be a finite number ≥ 0, got {value!r}")
+    return concrete
+
+
 def _penalises_codes(model: VAE, code_l1: Any) -> bool:
     """Whether `loss` adds the L1 penalty: not for a concrete 0 (a Python or NumPy number, a
-    0-d array), always for a traced weight (a sweep's). Raises `ConfigError` for a negative or
-    NaN concrete weight, and for any other than 0 with a stochastic model."""
-    try:
-        value = float(code_l1)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        value = None  # traced: its value is known only when the step runs
-    if value is not None and not value >= 0:
-        raise ConfigError(f"loss: code_l1 must be a number ≥ 0, got {code_l1!r}")
+    0-d array), always for a traced weight (a sweep's). Raises `ConfigError` as `_check_weight`,
+    and for any weight other than 0 with a stochastic model."""
+    value = _check_weight("code_l1", code_l1)
     penalised = value is None or value != 0
     if penalised and model.stochastic:
         raise ConfigError(f"loss: code_l1={code_l1!r} is for the plain autoencoder "
@@ -227,13 +234,16 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     Raises:
       ShapeError: x (or `x_input`) is not a float batch (B ≥ 1, *model.input_shape), or `key` is
         not one typed key; static checks at trace time, nothing is added to the compiled step.
-      ConfigError: `code_l1` is negative or NaN, or not the number 0 for a stochastic model (a
+      ConfigError: `beta`, `free_bits` or `code_l1` is not one real number (ndim 0), or a
+        concrete one is negative, infinite or NaN; `code_l1` is not 0 for a stochastic model (a
         VAE).
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
     _check_x_input(model, x, x_input, "loss")
     distributions.check_key(key)
+    _check_weight("beta", beta)
+    _check_weight("free_bits", free_bits)
     penalised = _penalises_codes(model, code_l1)
     keys = jax.random.split(key, x.shape[0])
     reconstruction, kl_per_dim, codes = _encode_decode(model, params, x, keys, x_input)
