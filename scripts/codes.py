@@ -16,7 +16,7 @@ from absl import flags
 from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "Prefix of the files written; not inside the run "
+_OUTPUT = flags.DEFINE_string("output", None, "Prefix of the files written; not inside any run "
                               "folder.", required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split of the run's dataset whose codes to export.")
 _K = flags.DEFINE_integer("k", 5, "Neighbours of the k-NN classifier.")

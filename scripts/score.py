@@ -20,7 +20,7 @@ from vae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a scripts/train.py run.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Prefix of the files written (PREFIX.npz, .csv, "
-                              ".json, .png); not inside the run folder.", required=True)
+                              ".json, .png); not inside any run folder.", required=True)
 _DATASET = flags.DEFINE_string("dataset", None, "TFDS image dataset scored as OOD (default: the "
                                "run's own).")
 _SPLIT = flags.DEFINE_string("split", "test", "Its split (any TFDS split, e.g. test[:1000]).")

@@ -117,7 +117,7 @@ def test_codes_script_exports_codes_knn_and_compression(mocked_run, tmp_path):
 def test_codes_script_refuses_an_output_in_the_run_folder(mocked_run):
     assert_one_line_error(run_codes(f"--workdir={mocked_run}",
                                     f"--output={os.path.join(mocked_run, 'codes')}"),
-                          "is inside the run folder")
+                          "would land inside the run folder")
 
 
 def test_k_smallest_is_a_stable_argsort_with_and_without_ties():

@@ -5,10 +5,12 @@ figures; scripts/score.py end to end on a tiny run trained on mocked MNIST, and 
 errors (another image shape, an unknown split, a plain AE asked for an NLL, an output inside the
 run folder, --held_out without excluded labels)."""
 
+import functools
 import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +61,7 @@ def test_fpr_at_95_tpr_by_hand():
     assert scores.fpr_at_tpr(IN, OUT, tpr=0.6) == 0.5
     # 0.95·20 = 19 exactly (not 19.000000000000004 → 20): threshold 1, in ≥ 1: 19 of 20.
     assert scores.fpr_at_tpr(np.arange(20) + 0.5, np.arange(20)) == 0.95
-    with pytest.raises(vae_jax.ConfigError, match="tpr must be in"):
+    with pytest.raises(vae_jax.ConfigError, match="tpr must be a number in"):
         scores.fpr_at_tpr(IN, OUT, tpr=0.0)
 
 
@@ -81,6 +83,10 @@ def test_metrics_refuse_empty_or_non_finite_scores():
         scores.auroc([], [1.0])
     with pytest.raises(vae_jax.DataError, match="scores_out holds NaN"):
         scores.detection_metrics([1.0], [np.nan])
+    for tpr in (0.0, 1.5, -1, float("nan"), "0.95", None, True, [0.95]):
+        with pytest.raises(vae_jax.ConfigError, match=r"tpr must be a number in \(0, 1\], got"):
+            scores.fpr_at_tpr([1.0], [2.0], tpr)
+    assert scores.fpr_at_tpr([1.0], [2.0], np.float32(0.5)) == 0.0
 
 
 # --- Lossless coders --------------------------------------------------------------------------
@@ -185,11 +191,68 @@ def test_unknown_split_names_the_splits():
         data.check_split_name("mnist", "validation[:5]", ["train", "test"])
 
 
-def test_output_inside_the_run_folder_is_refused(tmp_path):
-    with pytest.raises(vae_jax.ConfigError, match="inside the run folder"):
-        scores.check_output(str(tmp_path / "run" / "scores"), str(tmp_path / "run"))
-    scores.check_output(str(tmp_path / "elsewhere" / "scores"), str(tmp_path / "run"))
+def _fake_run(folder, *entries):
+    folder.mkdir(parents=True)
+    for name in entries:
+        if "." in name:
+            (folder / name).write_text("{}")
+        else:
+            (folder / name).mkdir()
+    return folder
+
+
+def test_output_inside_any_run_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    other = _fake_run(tmp_path / "other", "config.json", "checkpoints")
+    starting = _fake_run(tmp_path / "starting", ".lock", "config.json")  # before its 1st save
+    sweep = _fake_run(tmp_path / "sweep", "sweep.json", "checkpoints")
+    for prefix, where in ((run / "scores", run),  # the run read, even before it exists
+                          (run / "plots" / "scores", run),
+                          (tmp_path / "bg" / "x" / "scores", tmp_path / "bg"),  # --background
+                          (other / "scores", other), (other / "checkpoints" / "1" / "s", other),
+                          (starting / "scores", starting), (sweep / "00_a" / "s", sweep)):
+        with pytest.raises(vae_jax.ConfigError, match=f"inside the run folder {where}"):
+            scores.check_output(str(prefix), str(run), str(tmp_path / "bg"))
+        assert not (tmp_path / "run").exists()
+    project = _fake_run(tmp_path / "project", "config.json")  # one entry: not a run
+    for prefix in (tmp_path / "elsewhere" / "scores", project / "out" / "scores"):
+        scores.check_output(str(prefix), str(run), str(tmp_path / "bg"))
+        assert os.path.isdir(os.path.dirname(prefix))
     assert scores.output_prefix("/a/b.npz") == "/a/b" and scores.output_prefix("/a/b") == "/a/b"
+
+
+def test_pictures_go_to_the_runs_plots_or_outside_every_run(tmp_path):
+    run = _fake_run(tmp_path / "run", "config.json", "checkpoints")
+    other = _fake_run(tmp_path / "other", "config.json", "metrics.jsonl")
+    check = functools.partial(run_folder.check_reader_output, what="the pictures", fix="fix",
+                              runs=(str(run),), allowed=str(run / "plots"))
+    for folder in (run / "plots", run / "plots" / "step_5", tmp_path / "pictures"):
+        check(str(folder))
+    for folder, where in ((run, run), (run / "images", run), (other / "plots", other)):
+        with pytest.raises(vae_jax.ConfigError, match=f"the pictures would land inside the run "
+                                                      f"folder {where},.*: fix"):
+            check(str(folder))
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "plots"]
+
+
+def test_overlapping_sets_and_unseen_labels_are_warned_of():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 4, 4, 1), dtype=np.uint8)
+    labels = np.arange(10)
+
+    def warnings(in_images, out_images, in_labels=labels[:6], excluded=(), in_name="mnist"):
+        raw = {"in": (in_images, in_labels), "out": (out_images, labels[:len(out_images)])}
+        sets = {"in": (None, in_labels, in_name, "test"), "out": (None, None, "x", "test")}
+        return scores._set_warnings(raw, sets, excluded, "mnist", held_out=False)
+
+    assert not warnings(images[:6], images[6:])
+    assert warnings(images[:6], images[4:]) == [
+        "2 of the 6 OOD images are also in the in-distribution set (identical pixels): the two "
+        "splits overlap"]
+    assert warnings(images[:6], images[:6])[0].startswith("6 of the 6 OOD images")
+    assert warnings(images[:6], images[6:], excluded=(1, 7))[0].startswith(
+        "the in-distribution set holds 1 images of the labels [1, 7]")
+    assert not warnings(images[:6], images[6:], excluded=(1,), in_name="fashion_mnist")
 
 
 # --- score_workdir and scripts/score.py on a mocked run ------------------------------------------
@@ -294,6 +357,18 @@ def test_held_out_labels_and_a_plain_autoencoders_scores_and_codes(mocked_run, t
     assert not np.isin(arrays["in_labels"], [0, 1, 2]).any()
     assert len(arrays["in_labels"]) + len(arrays["out_labels"]) == MOCK_EXAMPLES
     assert summary["held_out_labels"] == [0, 1, 2] and "auroc" in summary["metrics"]["nll"]
+    assert summary["warnings"] == []
+    # Without --held_out the run's own test split, labels 0-2 included, is the in-set: said.
+    unheld = scores.score_workdir(held, str(tmp_path / "unheld"), out_dataset="fashion_mnist",
+                                  scores=["neg_elbo"], histogram=False, progress=False)
+    # (Mocked TFDS draws the same images for every dataset: the sets overlap, and are said to.)
+    assert len(unheld["warnings"]) == 2 and unheld["warnings"][1] == (
+        f"{MOCK_EXAMPLES} of the {MOCK_EXAMPLES} OOD images are also in the in-distribution set "
+        "(identical pixels): the two splits overlap")
+    assert re.fullmatch(r"the in-distribution set holds \d+ images of the labels \[0, 1, 2\] "
+                        r"the run was trained without: pass --held_out to score them as OOD",
+                        unheld["warnings"][0])
+    assert "warning: the in-distribution set holds" in scores.format_scores(unheld)
     # The train split of a run trained without labels 0-2 is still scored and probed whole.
     train = scores.score_workdir(held, str(tmp_path / "held_train"), held_out=True,
                                  out_split="train", scores=["neg_elbo"], histogram=False,

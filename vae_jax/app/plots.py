@@ -553,7 +553,9 @@ def visualize_workdir(workdir: str, step: Optional[int] = None, out_dir: Optiona
     run_folder.resolve_step(workdir, step)
     runs.check_dataset(workdir, dataset, data_dir, manual_dir, "plots.visualize_workdir")
     out_dir = out_dir or os.path.join(workdir, run_folder.PLOTS_DIR)
-    run_folder.ensure_writable(out_dir, f"the pictures to {out_dir}", "pass --out=FOLDER")
+    run_folder.check_reader_output(out_dir, f"the pictures to {out_dir}",
+                                   "pass --out=FOLDER outside every run folder", runs=(workdir,),
+                                   allowed=os.path.join(workdir, run_folder.PLOTS_DIR))
     run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     return visualize_run(run, out_dir, seed)
 

@@ -181,6 +181,47 @@ def ensure_writable(folder: str, what: str, fix: str) -> None:
         raise ConfigError(f"cannot write {what} ({error.strerror}); {fix}") from None
 
 
+# A folder holding at least two of these is a run folder (one alone, e.g. a project's
+# config.json, is not).
+_RUN_MARKERS = (CHECKPOINT_DIR, METRICS_FILE, CONFIG_FILE, SWEEP_FILE, DATASET_FILE, LOCK_FILE)
+
+
+def enclosing_run(path: str) -> str | None:
+    """The run folder (a training run's or a sweep's) that holds `path`, or `path` itself when it
+    is one: the nearest folder at or above it with two or more of a run's entries; None when
+    there is none."""
+    folder = os.path.realpath(path)
+    while True:
+        if sum(os.path.lexists(os.path.join(folder, name)) for name in _RUN_MARKERS) >= 2:
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def check_reader_output(folder: str, what: str, fix: str, runs: tuple[str, ...] = (),
+                        allowed: str | None = None) -> None:
+    """Refuses, with a `ConfigError` "`what` would land inside the run folder RUN, ...; `fix`",
+    an output `folder` of a reader inside a run folder: one of `runs` (the runs it reads, found
+    or not) or any other (`enclosing_run`), other than inside `allowed` (a run's ``plots/``,
+    which readers own). Then creates `folder` and checks it can be written (`ensure_writable`).
+    Readers change no run folder: neither the one they read nor another."""
+    real = os.path.realpath(folder)
+
+    def inside(parent: str) -> bool:
+        parent = os.path.realpath(parent)
+        return real == parent or real.startswith(parent.rstrip(os.sep) + os.sep)
+
+    if allowed is None or not inside(allowed):
+        enclosing = [run for run in runs if inside(run)] or [enclosing_run(folder)]
+        if enclosing[0] is not None:
+            raise ConfigError(f"{what} would land inside the run folder {enclosing[0]}, which a "
+                              "reader does not change (only eval.json and plots/ there belong to "
+                              f"readers): {fix}")
+    ensure_writable(folder, what, fix)
+
+
 def probe_write(folder: str) -> None:
     """Writes and removes a small file in `folder`; raises the `OSError` of a folder that cannot
     take one. (Owner-less on purpose: readers use it for their own output folders.)"""

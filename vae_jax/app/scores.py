@@ -58,6 +58,7 @@ and ``plots/``).
 import csv
 import io
 import math
+import numbers
 import os
 import zlib
 from typing import Any, Sequence
@@ -145,8 +146,8 @@ def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = TPR_LEVEL) -> float
     """The false-positive rate #{s ≥ τ}/n_in at the largest threshold τ whose true-positive rate
     #{t ≥ τ}/n_out is at least `tpr` (default 0.95): τ is the ⌈tpr · n_out⌉-th largest OOD score.
     Lower is better. Raises as `auroc`, and `ConfigError` for `tpr` outside (0, 1]."""
-    if not 0.0 < tpr <= 1.0:
-        raise ConfigError(f"tpr must be in (0, 1], got {tpr!r}")
+    if isinstance(tpr, bool) or not isinstance(tpr, numbers.Real) or not 0.0 < tpr <= 1.0:
+        raise ConfigError(f"tpr must be a number in (0, 1], got {tpr!r}")
     s, t = _two_sets(scores_in, scores_out)
     needed = max(1, math.ceil(round(tpr * len(t), 9)))  # round: 0.95 · 20 is 19.000000000000004
     threshold = np.sort(t)[::-1][needed - 1]
@@ -511,22 +512,16 @@ def output_prefix(output: str) -> str:
     return root if ext in (".npz", ".csv", ".json", ".png", ".npy") else output
 
 
-def check_output(prefix: str, workdir: str) -> None:
-    """Raises `ConfigError` (one line) when the files ``PREFIX.*`` would land inside the run
-    folder `workdir` (readers write only eval.json and plots/ there: `vae_jax.app.run_folder`)
-    or their folder cannot be created or written."""
+def check_output(prefix: str, *workdirs: str) -> None:
+    """Raises `ConfigError` (one line) when the files ``PREFIX.*`` would land inside a run
+    folder: one of `workdirs` (the runs read) or any other, plots/ included (readers write only
+    eval.json and plots/ there: `vae_jax.app.run_folder.check_reader_output`), or their folder
+    cannot be created or written."""
 
     if not prefix or prefix.endswith(os.sep):
         raise ConfigError(f"--output={prefix!r} names no file: pass a path such as /tmp/scores")
-    folder = os.path.dirname(os.path.abspath(prefix))
-    run = os.path.realpath(workdir)
-    real = os.path.realpath(folder)
-    if real == run or real.startswith(run + os.sep):
-        raise ConfigError(f"--output={prefix} is inside the run folder {workdir}, which a reader "
-                          "does not write (only eval.json and plots/ there belong to readers): "
-                          "pass a path outside it")
-    run_folder.ensure_writable(folder, f"--output={prefix}",
-                               "pass a path in a folder you may write")
+    run_folder.check_reader_output(os.path.dirname(os.path.abspath(prefix)), f"--output={prefix}",
+                                   "pass a path outside every run folder", runs=workdirs)
 
 
 def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -617,7 +612,7 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
 
     Each set is prepared as the evaluation prepares the test set (`evaluation.test_set` with the
     run's eval key, or `seed`'s) and scored by `score_examples` (`scores`: None = every score
-    the model defines). Writes, never into `workdir` (`check_output`): ``PREFIX.npz``
+    the model defines). Writes, never into a run folder (`check_output`): ``PREFIX.npz``
     (``in_SCORE``, ``out_SCORE``, ``in_labels``, ``out_labels``), ``PREFIX.csv`` (one row per
     example: set, index, label, scores), ``PREFIX.json`` (what is returned) and, with
     `histogram` (needs matplotlib), ``PREFIX.png``; PREFIX is `output` without its extension.
@@ -637,7 +632,7 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
     _positive("chunk_size", chunk_size, optional_=True)
     evaluation.check_seed(seed)
     prefix = output_prefix(output)
-    check_output(prefix, workdir)
+    check_output(prefix, workdir, *([background] if background is not None else []))
     if histogram:
         optional.require("matplotlib", "drawing the score histograms (or pass --nohistogram)")
     runs.check_dataset(workdir, dataset, data_dir, manual_dir, "scores.score_workdir")
@@ -679,12 +674,15 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
                             f"{tuple(vae.input_shape)}: they must score the same images")
     prepare = jax.jit(evaluation.test_set, static_argnums=1)
 
-    def images_of(name, split, where):
+    raw = {}
+
+    def images_of(role, name, split, where):
         folder = manual_dir if name == own else where
-        return _split_images(run, name, split, data_dir, folder)
+        raw[role] = _split_images(run, name, split, data_dir, folder)
+        return raw[role]
 
     if held_out:
-        images, labels = images_of(own, out_split, None)
+        images, labels = images_of("out", own, out_split, None)
         x_all = prepare(images, bool(config.binarize), key)
         is_out = np.isin(labels, excluded)
         if not is_out.any() or is_out.all():
@@ -699,10 +697,11 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
         sets = {}
         for role, name, split, where in (("in", in_dataset, in_split, in_manual_dir),
                                          ("out", out_dataset, out_split, out_manual_dir)):
-            images, labels = images_of(name, split, where)
+            images, labels = images_of(role, name, split, where)
             sets[role] = (np.asarray(prepare(images, bool(config.binarize), key)), labels, name,
                           split)
     same = not held_out and (in_dataset, in_split) == (out_dataset, out_split)
+    warnings = [] if same else _set_warnings(raw, sets, excluded, own, held_out)
     per_set: dict[str, dict[str, np.ndarray]] = {}
     for role in ("in",) if same else ("in", "out"):
         x, _, name, split = sets[role]
@@ -746,7 +745,7 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
         "seed": seed,
         "background": os.path.abspath(background) if background is not None else None,
         "convention": "higher score = more anomalous; OOD examples are the positive class",
-        "metrics": metrics,
+        "metrics": metrics, "warnings": warnings,
         "means": {role: {n: float(np.mean(v)) for n, v in per_set[role].items()}
                   for role in ("in", "out")},
         "files": files,
@@ -778,8 +777,30 @@ def format_scores(summary: dict[str, Any]) -> str:
     else:
         lines.append("the OOD set is the in-distribution set: scores only; means "
                      + ", ".join(f"{n} {v:.2f}" for n, v in summary["means"]["in"].items()))
+    lines.extend(f"warning: {warning}" for warning in summary.get("warnings", ()))
     lines.append("files: " + " ".join(summary["files"].values()))
     return "\n".join(lines)
+
+
+def _set_warnings(raw: dict[str, tuple[np.ndarray, np.ndarray]], sets: dict[str, tuple],
+                  excluded: Sequence[int], own: str, held_out: bool) -> list[str]:
+    """What makes the in / OOD comparison of `score_workdir` other than it looks: an
+    in-distribution set holding labels the run was trained without, and images in both sets
+    (identical pixels: overlapping splits)."""
+    warnings = []
+    in_labels = sets["in"][1]
+    unseen = np.isin(in_labels, excluded) if sets["in"][2] == own and not held_out else []
+    if np.any(unseen):
+        warnings.append(f"the in-distribution set holds {int(np.sum(unseen))} images of the "
+                        f"labels {list(excluded)} the run was trained without: pass --held_out "
+                        "to score them as OOD")
+    if "in" in raw:
+        seen = {image.tobytes() for image in raw["in"][0]}
+        both = sum(image.tobytes() in seen for image in raw["out"][0])
+        if both:
+            warnings.append(f"{both} of the {len(raw['out'][0])} OOD images are also in the "
+                            "in-distribution set (identical pixels): the two splits overlap")
+    return warnings
 
 
 def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAULT_K,
@@ -790,7 +811,8 @@ def codes_workdir(workdir: str, output: str, split: str = "test", k: int = DEFAU
     they keep and what they cost.
 
     The images are prepared as the evaluation prepares the test set (`evaluation.test_set`,
-    the run's eval key or `seed`'s). Writes, never into `workdir`: ``PREFIX_mean.npy`` (N, d)
+    the run's eval key or `seed`'s). Writes, never into a run folder (`check_output`):
+    ``PREFIX_mean.npy`` (N, d)
     (μ(x), the plain AE's code), ``PREFIX_log_variance.npy`` (VAEs), ``PREFIX_labels.npy`` (N,),
     ``PREFIX.csv`` (label, mean_0…, log_variance_0…) and ``PREFIX.json`` (what is returned).
 
