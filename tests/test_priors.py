@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import distributions, priors
+from vae_jax import distributions, latent, priors
 
 
 def mixture_params(latent_dim=2):
@@ -142,3 +142,102 @@ def test_bad_arguments_are_one_line():
     with pytest.raises(vae_jax.ShapeError, match="rate"):
         priors.rate(prior, params, jnp.zeros(2), jnp.zeros(3), jnp.zeros(2))
     assert priors.make("mixture_of_gaussians", 4).init(jax.random.key(0), 2)["logits"].shape == (4,)
+
+
+# --- A model with a prior (vae_jax.mlp_vae(..., prior=...)) ------------------------------------
+
+def prior_model(prior=None, latent_dim=2):
+    return vae_jax.mlp_vae((4, 4, 1), latent_dim, (16,), prior=prior)
+
+
+def data(n=6):
+    return jax.random.uniform(jax.random.key(7), (n, 4, 4, 1))
+
+
+def test_the_default_prior_leaves_models_and_their_numbers_as_they_were():
+    default, explicit = prior_model(), prior_model(priors.standard_normal())
+    mixture = prior_model(priors.mixture_of_gaussians(3))
+    params = default.init(jax.random.key(0))
+    assert set(params) == {"encoder", "decoder"}
+    chex.assert_trees_all_equal(params, explicit.init(jax.random.key(0)))
+    learned = mixture.init(jax.random.key(0))  # the networks start where the default's do
+    chex.assert_trees_all_equal({k: learned[k] for k in params}, params)
+    x, key = data(), jax.random.key(1)
+    for function in (lambda m: vae_jax.loss(m, params, x, key, 0.5, 0.1)[0],
+                     lambda m: vae_jax.iwae_loss(m, params, x, key, 4)[0],
+                     lambda m: vae_jax.iwae_loss(m, params, x, key, 4,
+                                                 gradient_estimator="dreg")[1].kl,
+                     lambda m: latent.sample_images(m, params, key, 3)):
+        np.testing.assert_array_equal(function(default), function(explicit))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_mixture_priors_elbo_rate_is_log_q_minus_log_p_at_the_drawn_code(jit):
+    model = prior_model(priors.mixture_of_gaussians(3, spread=2.0))
+    params = model.init(jax.random.key(0))
+    x, key = data(), jax.random.key(3)
+    elbo = jax.jit(vae_jax.batch_elbo, static_argnums=0) if jit else vae_jax.batch_elbo
+    terms = elbo(model, params, x, key)
+    chex.assert_shape(terms.kl, (6,))
+    mean, log_variance = model.encode(params, x)
+    z = jax.vmap(distributions.gaussian_sample)(jax.random.split(key, 6), mean, log_variance)
+    expected = (jax.vmap(distributions.gaussian_log_prob)(z, mean, log_variance)
+                - jax.vmap(model.prior.log_prob, (None, 0))(params["prior"], z))
+    np.testing.assert_allclose(terms.kl, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(terms.elbo, terms.reconstruction - terms.kl, rtol=1e-6)
+
+
+def test_iwae_is_above_the_elbo_for_a_mixture_prior():
+    model = prior_model(priors.mixture_of_gaussians(4, spread=1.5))
+    params = model.init(jax.random.key(2))
+    x = data(3)
+    keys = jax.random.split(jax.random.key(4), 2000)
+    elbos = jax.vmap(lambda k: vae_jax.batch_elbo(model, params, x, k).elbo)(keys)  # (2000, 3)
+    mean_elbo, error = elbos.mean(0), elbos.std(0) / np.sqrt(2000)
+    bound = jax.vmap(lambda xi: vae_jax.iwae_bound(model, params, xi, jax.random.key(5), 2000))(x)
+    assert np.all(bound > mean_elbo + 3 * error), (bound, mean_elbo, error)
+    # The IWAE terms' rate is the mean of log q − log p over the K codes: its mean is the ELBO's.
+    iwae_rate = vae_jax.iwae_loss(model, params, x, jax.random.key(6), 2000)[1].kl
+    elbo_rate = jax.vmap(lambda k: vae_jax.loss(model, params, x, k)[1].kl)(keys).mean()
+    assert float(iwae_rate) == pytest.approx(float(elbo_rate), abs=0.05)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae", "dreg"])
+def test_the_learned_prior_gets_a_gradient_from_every_objective(objective):
+    model = prior_model(priors.mixture_of_gaussians(3, spread=1.0))
+    params = model.init(jax.random.key(0))
+    x, key = data(), jax.random.key(1)
+
+    def loss(p):
+        if objective == "elbo":
+            return vae_jax.loss(model, p, x, key)[0]
+        return vae_jax.iwae_loss(model, p, x, key, 5, gradient_estimator=(
+            "dreg" if objective == "dreg" else "iwae"))[0]
+
+    grads = jax.jit(jax.grad(loss))(params)
+    for name, grad in grads["prior"].items():
+        assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0, name
+
+
+def test_a_mixture_model_samples_from_its_prior():
+    model = prior_model(priors.mixture_of_gaussians(3, spread=5.0))
+    params = model.init(jax.random.key(0))
+    key = jax.random.key(9)
+    np.testing.assert_array_equal(
+        latent.sample_images(model, params, key, 5),
+        latent.decode_images(model, params,
+                              model.prior.sample(params["prior"], key, 5, model.latent_dim)))
+
+
+def test_model_prior_errors_are_one_line():
+    mixture = priors.mixture_of_gaussians(3)
+    with pytest.raises(vae_jax.ConfigError, match="prior must be a vae_jax.priors.Prior"):
+        prior_model("mixture_of_gaussians")
+    with pytest.raises(vae_jax.ConfigError, match="plain autoencoder .* has no prior"):
+        vae_jax.mlp_vae((4, 4, 1), 2, (8,), stochastic=False, prior=mixture)
+    model = prior_model(mixture)
+    params = model.init(jax.random.key(0))
+    with pytest.raises(vae_jax.ConfigError, match="free_bits=0.5 needs a KL per latent "
+                                                  "dimension, which the prior "
+                                                  "mixture_of_gaussians does not have"):
+        vae_jax.loss(model, params, data(), jax.random.key(0), free_bits=0.5)

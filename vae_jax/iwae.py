@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions, objectives
 from vae_jax.errors import ConfigError, ShapeError
-from vae_jax.model import VAE, Params, _model_first, check_input
+from vae_jax.model import VAE, Params, _model_first, check_input, prior_params
 
 
 def _check(model: VAE, num_samples: int, chunk_size: int | None) -> None:
@@ -77,7 +77,13 @@ def _log_weight_terms(model: VAE, params: Params, x: jax.Array, epsilon: jax.Arr
     log_px_z = per_sample(params, x, decoded)
     standard_normal = jax.vmap(jax.vmap(distributions.standard_normal_log_prob))
     log_qz = standard_normal(epsilon) - 0.5 * jnp.sum(log_variance, axis=-1, keepdims=True)
-    return log_px_z, standard_normal(z) - log_qz, (mean, log_variance)
+    return log_px_z, _log_prior(model, params, z) - log_qz, (mean, log_variance)
+
+
+def _log_prior(model: VAE, params: Params, z: jax.Array) -> jax.Array:
+    """log p(z) of codes z (B, n, latent_dim) under the model's prior: (B, n), in nats."""
+    learned = prior_params(params)
+    return jax.vmap(jax.vmap(lambda z_: model.prior.log_prob(learned, z_)))(z)
 
 
 def log_importance_weights(model: VAE, params: Params, x: jax.Array,
@@ -205,7 +211,10 @@ def _batch_iwae_terms(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
     log_px_z, log_prior_ratio, (mean, log_variance) = _log_weight_terms(model, params, x, epsilon,
                                                                         x_input)
     bound = jax.nn.logsumexp(log_px_z + log_prior_ratio, axis=-1) - math.log(num_samples)
-    kl = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
+    if model.prior.kl is not None:
+        kl = jax.vmap(lambda m, v: model.prior.kl(prior_params(params), m, v))(mean, log_variance)
+    else:  # the rate as the mean over the K samples of log q(z_k|x) − log p(z_k)
+        kl = -jnp.mean(log_prior_ratio, axis=-1)
     return objectives.ELBOTerms(bound, jnp.mean(log_px_z, axis=-1), kl)
 
 
@@ -234,8 +243,7 @@ def _dreg_surrogate(model: VAE, params: Params, x: jax.Array, epsilon: jax.Array
         per_sample = jax.vmap(jax.vmap(model.log_likelihood, (None, None, 0)), (None, 0, 0))
         log_q = jax.vmap(jax.vmap(distributions.gaussian_log_prob, (0, None, None)))(
             z_, stop(mean), stop(log_variance))
-        standard_normal = jax.vmap(jax.vmap(distributions.standard_normal_log_prob))
-        return per_sample(params_, x, decoded) + standard_normal(z_) - log_q
+        return per_sample(params_, x, decoded) + _log_prior(model, params_, z_) - log_q
 
     generative = {name: value for name, value in params.items() if name != "encoder"}
     log_w_path = log_weights({**stop(generative), "encoder": params["encoder"]}, z)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.errors import ConfigError, ShapeError
-from vae_jax.model import VAE, Params, check_data_values, check_input
+from vae_jax.model import VAE, Params, check_data_values, check_input, prior_params
 
 DEFAULT_CHUNK_SIZE = 1000
 
@@ -334,11 +334,14 @@ def prior_samples(key: jax.Array, num: int, latent_dim: int) -> jax.Array:
 
 
 def sample_images(vae: VAE, params: Params, key: jax.Array, num: int) -> jax.Array:
-    """New images from the model: E[x|z] for z ~ N(0, I), shape (num, *input_shape).
+    """New images from the model: E[x|z] for z ~ p(z) (the model's prior, N(0, I) by default),
+    shape (num, *input_shape).
 
     The decoder mean, not a draw from p(x|z) (Bernoulli noise would hide the picture). Raises
     `ConfigError` for a plain autoencoder: nothing makes its codes N(0, I)-distributed, so decoding
     prior samples shows arbitrary images rather than samples of the model.
     """
     _require_stochastic(vae, "sample_images")
-    return decode_images(vae, params, prior_samples(key, num, vae.latent_dim))
+    num = _positive_int("num", num)
+    return decode_images(vae, params, vae.prior.sample(prior_params(params), key, num,
+                                                       vae.latent_dim))

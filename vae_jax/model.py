@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import likelihoods, networks
+from vae_jax import likelihoods, networks, priors
 from vae_jax.errors import ConfigError, DataError, ShapeError
 
 Params = Any  # a pytree of arrays: {"encoder": ..., "decoder": ...}
@@ -47,6 +47,8 @@ class VAE(NamedTuple):
       stochastic: False for the plain autoencoder: no variance, no sampling, no KL.
       likelihood: the name of p(x|z) (one of `vae_jax.likelihoods.LIKELIHOODS`), or None for a
         hand-made one; it decides which data values `check_data_values` accepts.
+      prior: p(z), a `vae_jax.priors.Prior` (default N(0, I)); a learned prior's parameters are
+        ``params["prior"]`` (`prior_params`).
     """
 
     init: Callable[[jax.Array], Params]
@@ -58,6 +60,12 @@ class VAE(NamedTuple):
     latent_dim: int
     stochastic: bool = True
     likelihood: Optional[str] = None
+    prior: priors.Prior = priors.STANDARD_NORMAL
+
+
+def prior_params(params: Params) -> Any:
+    """The parameters of a model's prior within its `params` ({} for a prior without any)."""
+    return params.get("prior", {})
 
 
 def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]) -> None:
@@ -163,18 +171,28 @@ def _positive_int(name: str, value) -> int:
 
 
 def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int], latent_dim: int,
-             likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True) -> VAE:
-    """Wraps Flax `encoder` and `decoder` modules and a likelihood into a `VAE`.
+             likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True,
+             prior: Optional[priors.Prior] = None) -> VAE:
+    """Wraps Flax `encoder` and `decoder` modules, a likelihood and a prior into a `VAE`.
 
     `encoder(x)` must return (mean, log_variance) — (code, None) when not `stochastic` — and
     `decoder(z)` the parameters of p(x|z) with shape (*batch, *input_shape). Params are
-    ``{"encoder": ..., "decoder": ...}``, plus ``"likelihood"`` when it has its own (a learned σ).
-    Raises `ConfigError` when `likelihood` is not a `Likelihood` (a name, or a builder not called).
+    ``{"encoder": ..., "decoder": ...}``, plus ``"likelihood"`` when it has its own (a learned σ)
+    and ``"prior"`` when the prior has (a learned mixture; drawn from ``fold_in(key, 2)``, so the
+    networks' initial parameters do not depend on the prior). `prior` defaults to N(0, I).
+    Raises `ConfigError` when `likelihood` is not a `Likelihood` or `prior` not a `Prior` (a
+    name, or a builder not called), or a plain autoencoder is given a prior.
     """
     likelihood = likelihoods.bernoulli() if likelihood is None else likelihood
     if not isinstance(likelihood, likelihoods.Likelihood):
         raise ConfigError(f"likelihood must be a vae_jax.Likelihood (e.g. vae_jax.bernoulli() or "
                           f"vae_jax.gaussian()), got {likelihood!r}")
+    prior = priors.STANDARD_NORMAL if prior is None else prior
+    if not isinstance(prior, priors.Prior):
+        raise ConfigError(f"prior must be a vae_jax.priors.Prior (e.g. "
+                          f"vae_jax.priors.mixture_of_gaussians(10)), got {prior!r}")
+    if not stochastic and prior is not priors.STANDARD_NORMAL:
+        raise ConfigError("a plain autoencoder (stochastic=False) has no prior: pass prior=None")
 
     def init(key: jax.Array) -> Params:
         encoder_key, decoder_key = jax.random.split(key)
@@ -183,7 +201,9 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
             "decoder": decoder.init(decoder_key, jnp.zeros((latent_dim,), jnp.float32))["params"],
         }
         own = likelihood.init(input_shape)
-        return {**params, "likelihood": own} if own else params
+        params = {**params, "likelihood": own} if own else params
+        learned = prior.init(jax.random.fold_in(key, 2), latent_dim)
+        return {**params, "prior": learned} if learned else params
 
     def encode(params: Params, x: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
         _check_trailing_shape("x", x, input_shape)
@@ -197,12 +217,12 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
         return likelihood.log_prob(params.get("likelihood", {}), x, decoded)
 
     return VAE(init, encode, decode, log_likelihood, likelihood.mean, input_shape, latent_dim,
-               stochastic, likelihood.name)
+               stochastic, likelihood.name, prior)
 
 
 def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[int],
             likelihood: Optional[likelihoods.Likelihood] = None, stochastic: bool = True,
-            dtype: Any = jnp.float32) -> VAE:
+            dtype: Any = jnp.float32, prior: Optional[priors.Prior] = None) -> VAE:
     """A VAE whose encoder and decoder are MLPs with ReLU hidden layers.
 
     The encoder is x ↦ flatten ↦ hidden_dims ↦ (μ, log σ²); the decoder mirrors it,
@@ -210,22 +230,23 @@ def mlp_vae(input_shape: Sequence[int], latent_dim: int, hidden_dims: Sequence[i
     latent_dim=20 and hidden_dims=(400,) this is the 784-400-20 VAE of Kingma & Welling and of the
     PyTorch example. The likelihood defaults to Bernoulli; ``stochastic=False`` gives the plain
     autoencoder; `dtype` is the networks' compute dtype (`vae_jax.networks`: float32 params and
-    outputs either way).
+    outputs either way); `prior`: p(z), N(0, I) by default (`make_vae`).
     """
     input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
     latent_dim = _positive_int("latent_dim", latent_dim)
     hidden_dims = tuple(_positive_int("hidden_dims entries", h) for h in hidden_dims)
     encoder = networks.MLPEncoder(hidden_dims, latent_dim, len(input_shape), stochastic, dtype)
     decoder = networks.MLPDecoder(hidden_dims[::-1], input_shape, dtype)
-    return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
+    return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic, prior)
 
 
 def conv_vae(input_shape: Sequence[int], latent_dim: int, channels: Sequence[int] = (32, 64),
              hidden_dim: int = 256, likelihood: Optional[likelihoods.Likelihood] = None,
-             stochastic: bool = True, dtype: Any = jnp.float32) -> VAE:
+             stochastic: bool = True, dtype: Any = jnp.float32,
+             prior: Optional[priors.Prior] = None) -> VAE:
     """A VAE with a convolutional encoder and a transposed-convolutional decoder, for images
     (H, W, C) whose H and W are divisible by 2^len(channels) (28×28×1 and 32×32×3 with two layers);
-    `dtype` as in `mlp_vae`.
+    `dtype` and `prior` as in `mlp_vae`.
     """
     input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
     latent_dim = _positive_int("latent_dim", latent_dim)
@@ -234,4 +255,4 @@ def conv_vae(input_shape: Sequence[int], latent_dim: int, channels: Sequence[int
     networks.check_conv_shape(input_shape, channels)
     encoder = networks.ConvEncoder(channels, hidden_dim, latent_dim, stochastic, dtype)
     decoder = networks.ConvDecoder(channels, hidden_dim, input_shape, dtype)
-    return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic)
+    return make_vae(encoder, decoder, input_shape, latent_dim, likelihood, stochastic, prior)

@@ -7,8 +7,11 @@ For a latent-variable model p(x, z) = p(x|z)·p(z) and any encoder q(z|x),
 
 because the dropped KL(q ‖ p(z|x)) is ≥ 0. The first term is the *reconstruction* log-likelihood
 (−distortion), estimated here with one reparameterised sample z = μ + σ·ε; the second is the
-*rate*, in closed form for a Gaussian q and p(z) = N(0, I). β-VAE weighs the rate: the objective is
-E_q[log p(x|z)] − β·KL, which equals the ELBO at β = 1.
+*rate*, in closed form for a Gaussian q and p(z) = N(0, I). For a prior without a closed-form KL
+(`model.prior`, e.g. a learned mixture: `vae_jax.priors`) the rate is the single-sample estimate
+log q(z|x) − log p(z) at the same z (`vae_jax.priors.rate`): unbiased, so the ELBO estimate stays
+unbiased. β-VAE weighs the rate: the objective is E_q[log p(x|z)] − β·KL, which equals the ELBO at
+β = 1.
 
 All values are in nats per example. Losses for training are −objective averaged over the batch.
 
@@ -27,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax import distributions
+from vae_jax import distributions, priors
 from vae_jax._checks import real_number
 from vae_jax.errors import ConfigError, ShapeError
-from vae_jax.model import VAE, Params, _model_first, check_input
+from vae_jax.model import VAE, Params, _model_first, check_input, prior_params
 
 
 class ELBOTerms(NamedTuple):
@@ -101,9 +104,19 @@ def _encode_decode(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
         return per_example(params, x, model.decode(params, mean)), jnp.zeros_like(mean), mean
     z = jax.vmap(distributions.gaussian_sample)(keys, mean, log_variance)
     reconstruction = per_example(params, x, model.decode(params, z))
-    kl_per_dim = jax.vmap(jax.vmap(distributions.gaussian_kl_to_standard_normal))(mean,
-                                                                                  log_variance)
+    if _kl_per_dimension(model):
+        kl_per_dim = jax.vmap(jax.vmap(distributions.gaussian_kl_to_standard_normal))(
+            mean, log_variance)
+    else:  # one column: the rate of a prior that does not factorise over dimensions
+        kl_per_dim = jax.vmap(lambda m, v, z_: priors.rate(model.prior, prior_params(params), m,
+                                                           v, z_))(mean, log_variance, z)[:, None]
     return reconstruction, kl_per_dim, z
+
+
+def _kl_per_dimension(model: VAE) -> bool:
+    """Whether the model's KL splits into one closed-form term per latent dimension (N(0, I));
+    other priors give the rate of `vae_jax.priors.rate` as a whole."""
+    return model.prior.name == "standard_normal"
 
 
 def _reconstruction_and_kl_per_dim(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
@@ -132,7 +145,8 @@ def elbo(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
 
         z = μ(x) + σ(x)·ε,  ε ~ N(0, I)            (from `key`)
         reconstruction = log p(x|z) = model.log_likelihood(params, x, decode(z))
-        kl             = KL(N(μ, σ²) ‖ N(0, I))    (closed form)
+        kl             = KL(N(μ, σ²) ‖ p(z))       (closed form for N(0, I), else
+                                                     log q(z|x) − log p(z): `priors.rate`)
         objective      = reconstruction − β·kl
 
     Differentiable in `params` (reparameterisation); use `batch_elbo` for a batch. For the plain
@@ -224,7 +238,7 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
       x: a float batch, shape (B, *model.input_shape).
       key: one typed PRNG key, shape (); split into one key per example.
       beta: the KL weight β.
-      free_bits: λ, in nats per latent dimension.
+      free_bits: λ, in nats per latent dimension (0 for a prior without a KL per dimension).
       x_input: None, or the encoder's input (a corrupted x), the shape of x.
       code_l1: the weight of the L1 penalty on the code (≥ 0; a float or a traced scalar).
 
@@ -236,14 +250,16 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
         not one typed key; static checks at trace time, nothing is added to the compiled step.
       ConfigError: `beta`, `free_bits` or `code_l1` is not one real number (ndim 0), or a
         concrete one is negative, infinite or NaN; `code_l1` is not 0 for a stochastic model (a
-        VAE).
+        VAE); `free_bits` is not 0 for a prior without a KL per dimension.
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
     _check_x_input(model, x, x_input, "loss")
     distributions.check_key(key)
     _check_weight("beta", beta)
-    _check_weight("free_bits", free_bits)
+    if _check_weight("free_bits", free_bits) != 0 and not _kl_per_dimension(model):
+        raise ConfigError(f"loss: free_bits={free_bits!r} needs a KL per latent dimension, which "
+                          f"the prior {model.prior.name} does not have: pass free_bits=0")
     penalised = _penalises_codes(model, code_l1)
     keys = jax.random.split(key, x.shape[0])
     reconstruction, kl_per_dim, codes = _encode_decode(model, params, x, keys, x_input)

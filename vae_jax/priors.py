@@ -79,6 +79,9 @@ def standard_normal() -> Prior:
     return Prior("standard_normal", lambda key, latent_dim: {}, log_prob, sample, kl)
 
 
+STANDARD_NORMAL = standard_normal()  # every model's default prior
+
+
 def mixture_of_gaussians(num_components: int, spread: float = 1.0) -> Prior:
     """p(z) = Σₖ πₖ N(z; mₖ, diag exp(log sₖ²)) with π = softmax(logits); logits, means mₖ and
     log-variances log sₖ² are learned with the model.
@@ -156,7 +159,7 @@ def make(name: str, num_components: int = 10) -> Prior:
     """The prior `name` of `PRIORS` (`num_components` for a mixture). Raises `ConfigError`
     naming the choices for another name."""
     if name == "standard_normal":
-        return standard_normal()
+        return STANDARD_NORMAL
     if name == "mixture_of_gaussians":
         return mixture_of_gaussians(num_components)
     raise ConfigError(f"prior must be one of {PRIORS}, got {name!r}")
