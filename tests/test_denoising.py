@@ -222,12 +222,23 @@ def test_psnr_of_bad_arrays_is_one_line(estimate, target, message):
     (jnp.asarray(-2.0), "a finite number > 0"),
     (None, "one real number .*got None"), ("1", "one real number .*got '1'"),
     (np.ones(2), r"one real number .*shape \(2,\)"), (1 + 1j, "one real number"),
+    (1e200, "beyond float32's range"), (1e-50, r"a finite number > 0, got 1e-50 \(float32's smallest"),
 ])
 def test_psnr_of_bad_settings_is_one_line(name, value, message):
     x = np.full((2, 3), 0.5, np.float32)
-    with pytest.raises(vae_jax.ConfigError, match=f"psnr: {name} must be {message}") as error:
+    with pytest.raises(vae_jax.ConfigError, match=f"psnr: {name}( must be |=.* is ){message}") \
+            as error:
         corruption.psnr(x, x, **{name: value})
     assert "\n" not in str(error.value)
+
+
+def test_psnr_of_float16_images_and_extreme_peaks_is_finite():
+    same = np.full((2, 3), 0.5, np.float16)
+    np.testing.assert_allclose(corruption.psnr(same, same), [100.0, 100.0], rtol=1e-6)
+    estimate, target = np.full((1, 4), 0.5, np.float32), np.full((1, 4), 0.6, np.float32)
+    for peak in (1e-30, 1e30):  # max_value² would leave float32's range
+        np.testing.assert_allclose(corruption.psnr(estimate, target, peak),
+                                   20 * np.log10(peak) + 20.0, rtol=1e-5)
 
 
 def test_psnr_takes_array_likes_and_traced_settings():

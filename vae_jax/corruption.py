@@ -31,9 +31,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vae_jax import distributions
-from vae_jax._checks import real_number
+from vae_jax._checks import describe, real_number
 from vae_jax.errors import ConfigError, ShapeError
 
 CORRUPTIONS = ("none", "gaussian", "mask", "salt_and_pepper")
@@ -87,6 +88,9 @@ def corrupt(key: jax.Array, x: jax.Array, kind: str, level) -> jax.Array:
     return jnp.where(u < level, (u >= 0.5 * level).astype(x.dtype), x)
 
 
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
 def psnr(estimate: jax.Array, target: jax.Array, max_value: float = 1.0,
          min_mse: float = 1e-10) -> jax.Array:
     """Peak signal-to-noise ratio of each example, in dB:
@@ -124,12 +128,15 @@ def psnr(estimate: jax.Array, target: jax.Array, max_value: float = 1.0,
                          f"one pixel, got the empty shape {target.shape}")
     for name, setting in (("max_value", max_value), ("min_mse", min_mse)):
         value = real_number("psnr", name, setting)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"psnr: {name} must be a finite number > 0, got {setting!r}")
+        if value is not None and not (math.isfinite(value) and value >= _FLOAT32_TINY):
+            raise ConfigError(f"psnr: {name} must be a finite number > 0, got "
+                              f"{describe(setting)} (float32's smallest is 1.2e-38)")
     batch = target.shape[0]
-    difference = jnp.reshape(estimate, (batch, -1)) - jnp.reshape(target, (batch, -1))
+    dtype = jnp.promote_types(target.dtype, jnp.float32)  # float16 squares underflow
+    difference = (jnp.reshape(estimate, (batch, -1)).astype(dtype)
+                  - jnp.reshape(target, (batch, -1)).astype(dtype))
     mse = jnp.maximum(jnp.mean(jnp.square(difference), axis=-1), min_mse)
-    return 10.0 * jnp.log10(max_value**2 / mse)
+    return 20.0 * jnp.log10(jnp.asarray(max_value, dtype)) - 10.0 * jnp.log10(mse)
 
 
 def _float_array(function: str, name: str, array, hint: str) -> jax.Array:

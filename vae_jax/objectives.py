@@ -78,14 +78,14 @@ def _check_weight(name: str, value: Any) -> float | None:
 
 def _penalises_codes(model: VAE, code_l1: Any) -> bool:
     """Whether `loss` adds the L1 penalty: not for a concrete 0 (a Python or NumPy number, a
-    0-d array), always for a traced weight (a sweep's). Raises `ConfigError` as `_check_weight`,
-    and for any weight other than 0 with a stochastic model."""
+    0-d array), always for a traced weight (a sweep's, or every argument of a jitted `loss`),
+    whose value is known only when the step runs. Raises `ConfigError` as `_check_weight`, and
+    for a concrete weight other than 0 with a stochastic model."""
     value = _check_weight("code_l1", code_l1)
-    penalised = value is None or value != 0
-    if penalised and model.stochastic:
-        raise ConfigError(f"loss: code_l1={code_l1!r} is for the plain autoencoder "
+    if value is not None and value != 0 and model.stochastic:
+        raise ConfigError(f"loss: code_l1={value:g} is for the plain autoencoder "
                           "(stochastic=False); a VAE's code is regularised by its KL term")
-    return penalised
+    return value is None or value != 0
 
 
 def _encode_decode(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
@@ -249,8 +249,8 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
       ShapeError: x (or `x_input`) is not a float batch (B ≥ 1, *model.input_shape), or `key` is
         not one typed key; static checks at trace time, nothing is added to the compiled step.
       ConfigError: `beta`, `free_bits` or `code_l1` is not one real number (ndim 0), or a
-        concrete one is negative, infinite or NaN; `code_l1` is not 0 for a stochastic model (a
-        VAE); `free_bits` is not 0 for a prior without a KL per dimension.
+        concrete one is negative, infinite or NaN; a concrete `code_l1` is not 0 for a
+        stochastic model (a VAE: a traced one is applied as given); `free_bits` is not 0 for a prior without a KL per dimension.
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
