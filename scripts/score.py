@@ -26,7 +26,8 @@ _DATASET = flags.DEFINE_string("dataset", None, "TFDS image dataset scored as OO
 _SPLIT = flags.DEFINE_string("split", "test", "Its split (any TFDS split, e.g. test[:1000]).")
 _IN_DATASET = flags.DEFINE_string("in_dataset", None, "In-distribution dataset (default: the "
                                   "run's own).")
-_IN_SPLIT = flags.DEFINE_string("in_split", "test", "In-distribution split.")
+_IN_SPLIT = flags.DEFINE_string("in_split", None, "In-distribution split (default: test; with "
+                                "--held_out, --split).")
 _HELD_OUT = flags.DEFINE_bool("held_out", False, "In = --split images of the labels the run was "
                               "trained on, OOD = those of config.exclude_labels.")
 _SCORES = flags.DEFINE_list("scores", None, "Scores to compute, of reconstruction, neg_elbo, nll, "

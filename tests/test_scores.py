@@ -61,7 +61,7 @@ def test_fpr_at_95_tpr_by_hand():
     assert scores.fpr_at_tpr(IN, OUT, tpr=0.6) == 0.5
     # 0.95·20 = 19 exactly (not 19.000000000000004 → 20): threshold 1, in ≥ 1: 19 of 20.
     assert scores.fpr_at_tpr(np.arange(20) + 0.5, np.arange(20)) == 0.95
-    with pytest.raises(vae_jax.ConfigError, match="tpr must be a number in"):
+    with pytest.raises(vae_jax.ConfigError, match="fpr_at_tpr: tpr must be a number in"):
         scores.fpr_at_tpr(IN, OUT, tpr=0.0)
 
 
@@ -83,10 +83,17 @@ def test_metrics_refuse_empty_or_non_finite_scores():
         scores.auroc([], [1.0])
     with pytest.raises(vae_jax.DataError, match="scores_out holds NaN"):
         scores.detection_metrics([1.0], [np.nan])
-    for tpr in (0.0, 1.5, -1, float("nan"), "0.95", None, True, [0.95]):
+    for tpr in (0.0, 1.5, -1, float("nan"), np.array(2.0)):
         with pytest.raises(vae_jax.ConfigError, match=r"tpr must be a number in \(0, 1\], got"):
             scores.fpr_at_tpr([1.0], [2.0], tpr)
-    assert scores.fpr_at_tpr([1.0], [2.0], np.float32(0.5)) == 0.0
+    for tpr in ("0.95", None, True, [0.95], 1j):
+        with pytest.raises(vae_jax.ConfigError, match=r"tpr must be one real number"):
+            scores.fpr_at_tpr([1.0], [2.0], tpr)
+    for tpr in (np.float32(0.5), np.array(0.95), jnp.float32(0.95), 1):
+        assert scores.fpr_at_tpr([1.0], [2.0], tpr) == 0.0
+    with pytest.raises(vae_jax.DataError, match="scores_in must be a 1-D array of numbers, got "
+                                                "\\['a'\\]"):
+        scores.fpr_at_tpr(["a"], [1.0])
 
 
 # --- Lossless coders --------------------------------------------------------------------------
@@ -214,8 +221,16 @@ def test_output_inside_any_run_folder_is_refused(tmp_path):
         with pytest.raises(vae_jax.ConfigError, match=f"inside the run folder {where}"):
             scores.check_output(str(prefix), str(run), str(tmp_path / "bg"))
         assert not (tmp_path / "run").exists()
+    for prefix in (f"{run}/.", f"{run}/..", f"{run}/", ""):  # names no file
+        with pytest.raises(vae_jax.ConfigError, match="names no file"):
+            scores.check_output(prefix, str(run))
+    (tmp_path / "steps" / "checkpoints" / "60").mkdir(parents=True)  # what readers read as a run
+    with pytest.raises(vae_jax.ConfigError, match=f"inside the run folder {tmp_path / 'steps'}"):
+        scores.check_output(str(tmp_path / "steps" / "images" / "s"), str(run))
     project = _fake_run(tmp_path / "project", "config.json")  # one entry: not a run
-    for prefix in (tmp_path / "elsewhere" / "scores", project / "out" / "scores"):
+    tools = _fake_run(tmp_path / "tools", "checkpoints")  # no step in it: not a run
+    for prefix in (tmp_path / "elsewhere" / "scores", project / "out" / "scores",
+                   tools / "out" / "scores"):
         scores.check_output(str(prefix), str(run), str(tmp_path / "bg"))
         assert os.path.isdir(os.path.dirname(prefix))
     assert scores.output_prefix("/a/b.npz") == "/a/b" and scores.output_prefix("/a/b") == "/a/b"
@@ -233,6 +248,12 @@ def test_pictures_go_to_the_runs_plots_or_outside_every_run(tmp_path):
                                                       f"folder {where},.*: fix"):
             check(str(folder))
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "plots"]
+    # A plots/ that links into another run is not the run's own.
+    linked = _fake_run(tmp_path / "linked", "config.json", "checkpoints")
+    (linked / "plots").symlink_to(other)
+    with pytest.raises(vae_jax.ConfigError, match=f"inside the run folder {other}"):
+        run_folder.check_reader_output(str(linked / "plots"), "the pictures", "fix",
+                                       runs=(str(linked),), allowed=str(linked / "plots"))
 
 
 def test_overlapping_sets_and_unseen_labels_are_warned_of():
@@ -358,6 +379,9 @@ def test_held_out_labels_and_a_plain_autoencoders_scores_and_codes(mocked_run, t
     assert len(arrays["in_labels"]) + len(arrays["out_labels"]) == MOCK_EXAMPLES
     assert summary["held_out_labels"] == [0, 1, 2] and "auroc" in summary["metrics"]["nll"]
     assert summary["warnings"] == []
+    with pytest.raises(vae_jax.ConfigError, match="--held_out takes both sets from --split=test: "
+                                                  "drop --in_split=train"):
+        scores.score_workdir(held, str(tmp_path / "x"), held_out=True, in_split="train")
     # Without --held_out the run's own test split, labels 0-2 included, is the in-set: said.
     unheld = scores.score_workdir(held, str(tmp_path / "unheld"), out_dataset="fashion_mnist",
                                   scores=["neg_elbo"], histogram=False, progress=False)

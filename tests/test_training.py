@@ -107,7 +107,7 @@ def test_download_failure_says_how_to_work_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
     with pytest.raises(vae_jax.DatasetDownloadError,
-                       match="download 'mnist'.*pass manual_dir=FOLDER .*'mnist''s original") as info:
+                       match="download 'mnist'.*pass manual_dir=FOLDER .*files of 'mnist'") as info:
         vae_jax.app.data.load_image_dataset("mnist", data_dir=str(tmp_path))
     assert "pass --config.manual_dir=FOLDER" in info.value.message("--config.manual_dir=FOLDER")
 

@@ -276,7 +276,7 @@ def test_a_dataset_that_cannot_be_downloaded_is_named_with_the_scripts_flag(monk
         cli.run(command, "usage", manual_dir_flag=flag)
     assert exited.value.code == (
         f"error: could not download 'fashion_mnist' (no internet?): pass {expected}=FOLDER, a "
-        "folder holding 'fashion_mnist''s original download files, to prepare it offline")
+        "folder holding the original download files of 'fashion_mnist', to prepare it offline")
     assert "manual_dir=FOLDER (config.manual_dir)" in str(
         DatasetDownloadError("mnist"))  # raised from Python: the argument's name
 

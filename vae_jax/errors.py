@@ -33,7 +33,8 @@ class DatasetDownloadError(DataError):
         """The error's line, naming `option` as the way to give the folder (a script names its
         own flag)."""
         return (f"could not download {self.dataset!r} (no internet?): pass {option}, a folder "
-                f"holding {self.dataset!r}'s original download files, to prepare it offline")
+                f"holding the original download files of {self.dataset!r}, to prepare it "
+                "offline")
 
 
 class CheckpointError(VAEJaxError):

@@ -186,13 +186,24 @@ def ensure_writable(folder: str, what: str, fix: str) -> None:
 _RUN_MARKERS = (CHECKPOINT_DIR, METRICS_FILE, CONFIG_FILE, SWEEP_FILE, DATASET_FILE, LOCK_FILE)
 
 
+def _is_run_folder(folder: str) -> bool:
+    """Two or more of a run's entries, or a checkpoints/ folder holding a step (what the readers
+    read as a run)."""
+    if sum(os.path.lexists(os.path.join(folder, name)) for name in _RUN_MARKERS) >= 2:
+        return True
+    try:
+        return any(name.isdigit() for name in os.listdir(os.path.join(folder, CHECKPOINT_DIR)))
+    except OSError:
+        return False
+
+
 def enclosing_run(path: str) -> str | None:
     """The run folder (a training run's or a sweep's) that holds `path`, or `path` itself when it
-    is one: the nearest folder at or above it with two or more of a run's entries; None when
-    there is none."""
+    is one: the nearest folder at or above it with two or more of a run's entries or a
+    checkpoint; None when there is none."""
     folder = os.path.realpath(path)
     while True:
-        if sum(os.path.lexists(os.path.join(folder, name)) for name in _RUN_MARKERS) >= 2:
+        if _is_run_folder(folder):
             return folder
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -204,8 +215,8 @@ def check_reader_output(folder: str, what: str, fix: str, runs: tuple[str, ...] 
                         allowed: str | None = None) -> None:
     """Refuses, with a `ConfigError` "`what` would land inside the run folder RUN, ...; `fix`",
     an output `folder` of a reader inside a run folder: one of `runs` (the runs it reads, found
-    or not) or any other (`enclosing_run`), other than inside `allowed` (a run's ``plots/``,
-    which readers own). Then creates `folder` and checks it can be written (`ensure_writable`).
+    or not) or any other (`enclosing_run`), other than inside `allowed` (``plots/`` of
+    ``runs[0]``, which readers own, unless a link takes it out of that run). Then creates `folder` and checks it can be written (`ensure_writable`).
     Readers change no run folder: neither the one they read nor another."""
     real = os.path.realpath(folder)
 
@@ -213,7 +224,10 @@ def check_reader_output(folder: str, what: str, fix: str, runs: tuple[str, ...] 
         parent = os.path.realpath(parent)
         return real == parent or real.startswith(parent.rstrip(os.sep) + os.sep)
 
-    if allowed is None or not inside(allowed):
+    # `allowed` counts only as the run's own folder: not when a link takes it elsewhere.
+    own = allowed is not None and runs and os.path.dirname(os.path.realpath(allowed)) == \
+        os.path.realpath(runs[0])
+    if not (own and inside(allowed)):
         enclosing = [run for run in runs if inside(run)] or [enclosing_run(folder)]
         if enclosing[0] is not None:
             raise ConfigError(f"{what} would land inside the run folder {enclosing[0]}, which a "

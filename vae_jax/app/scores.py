@@ -58,7 +58,6 @@ and ``plots/``).
 import csv
 import io
 import math
-import numbers
 import os
 import zlib
 from typing import Any, Sequence
@@ -67,6 +66,7 @@ import jax
 import numpy as np
 
 from vae_jax import latent
+from vae_jax._checks import describe, real_number
 from vae_jax.app import data, evaluation, optional, plots, run_folder, runs
 from vae_jax.errors import ConfigError, DataError
 from vae_jax.model import VAE, Params, check_input
@@ -94,7 +94,11 @@ def _two_sets(scores_in: Any, scores_out: Any) -> tuple[np.ndarray, np.ndarray]:
     or a value that is not finite."""
     arrays = []
     for name, scores in (("scores_in", scores_in), ("scores_out", scores_out)):
-        array = np.asarray(scores, np.float64)
+        try:
+            array = np.asarray(scores, np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"{name} must be a 1-D array of numbers, got "
+                            f"{describe(scores)}") from None
         if array.ndim != 1 or not array.size:
             raise DataError(f"{name} must be a non-empty 1-D array of scores, got shape "
                             f"{array.shape}")
@@ -146,8 +150,10 @@ def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = TPR_LEVEL) -> float
     """The false-positive rate #{s ≥ τ}/n_in at the largest threshold τ whose true-positive rate
     #{t ≥ τ}/n_out is at least `tpr` (default 0.95): τ is the ⌈tpr · n_out⌉-th largest OOD score.
     Lower is better. Raises as `auroc`, and `ConfigError` for `tpr` outside (0, 1]."""
-    if isinstance(tpr, bool) or not isinstance(tpr, numbers.Real) or not 0.0 < tpr <= 1.0:
-        raise ConfigError(f"tpr must be a number in (0, 1], got {tpr!r}")
+    value = real_number("fpr_at_tpr", "tpr", tpr)
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"fpr_at_tpr: tpr must be a number in (0, 1], got {value:g}")
+    tpr = value
     s, t = _two_sets(scores_in, scores_out)
     needed = max(1, math.ceil(round(tpr * len(t), 9)))  # round: 0.95 · 20 is 19.000000000000004
     threshold = np.sort(t)[::-1][needed - 1]
@@ -518,10 +524,11 @@ def check_output(prefix: str, *workdirs: str) -> None:
     eval.json and plots/ there: `vae_jax.app.run_folder.check_reader_output`), or their folder
     cannot be created or written."""
 
-    if not prefix or prefix.endswith(os.sep):
+    if os.path.basename(prefix) in ("", ".", ".."):
         raise ConfigError(f"--output={prefix!r} names no file: pass a path such as /tmp/scores")
-    run_folder.check_reader_output(os.path.dirname(os.path.abspath(prefix)), f"--output={prefix}",
-                                   "pass a path outside every run folder", runs=workdirs)
+    run_folder.check_reader_output(os.path.dirname(os.path.abspath(prefix + ".npz")),
+                                   f"--output={prefix}", "pass a path outside every run folder",
+                                   runs=workdirs)
 
 
 def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -587,7 +594,8 @@ def _positive(name: str, value: Any, optional_: bool = False) -> None:
 
 
 def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
-                  out_split: str = "test", in_dataset: str | None = None, in_split: str = "test",
+                  out_split: str = "test", in_dataset: str | None = None,
+                  in_split: str | None = None,
                   held_out: bool = False, scores: Sequence[str] | None = None,
                   num_samples: int = DEFAULT_NUM_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
                   chunk_size: int | None = DEFAULT_CHUNK_SIZE, seed: int | None = None,
@@ -622,7 +630,8 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
     ``files``.
 
     Raises `ConfigError` for a bad number, seed or output, a score the model does not define (a
-    plain AE asked for an NLL), `held_out` for a run without excluded labels; `DataError` for an
+    plain AE asked for an NLL), `held_out` for a run without excluded labels or with another
+    dataset or `in_split`; `DataError` for an
     unknown dataset or split, or images of another shape than the run's (one line each); and as
     `vae_jax.app.runs.load_run`.
     """
@@ -662,7 +671,10 @@ def score_workdir(workdir: str, output: str, out_dataset: str | None = None,
         if (out_dataset or own) != own or (in_dataset or own) != own:
             raise ConfigError("--held_out scores the run's own dataset: drop --dataset and "
                               "--in_dataset")
-    out_dataset, in_dataset = out_dataset or own, in_dataset or own
+        if in_split not in (None, out_split):
+            raise ConfigError(f"--held_out takes both sets from --split={out_split}: drop "
+                              f"--in_split={in_split}")
+    out_dataset, in_dataset, in_split = out_dataset or own, in_dataset or own, in_split or "test"
     run = runs.load_run(workdir, step, data_dir, manual_dir, dataset)
     vae, params = run.vae, run.params
     key = evaluation.eval_key(config, seed)
