@@ -241,3 +241,29 @@ def test_model_prior_errors_are_one_line():
                                                   "dimension, which the prior "
                                                   "mixture_of_gaussians does not have"):
         vae_jax.loss(model, params, data(), jax.random.key(0), free_bits=0.5)
+
+
+def test_a_run_trains_and_is_evaluated_with_a_learned_prior(tmp_path):
+    from test_in_memory import tiny_config, tiny_dataset  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import configs, evaluation, runs, training  # pylint: disable=C0415
+
+    dataset = tiny_dataset()
+    config = tiny_config(prior="mixture_of_gaussians", prior_components=3, num_epochs=2)
+    record = training.train_and_evaluate(config, str(tmp_path / "run"), dataset)
+    assert np.isfinite(record["test_neg_elbo"]) and np.isfinite(record["test_kl"])
+    run = runs.load_run(str(tmp_path / "run"), dataset=dataset)
+    assert run.vae.prior.name == "mixture_of_gaussians"
+    chex.assert_shape(run.params["prior"]["means"], (3, config.latent_dim))
+    initial = run.vae.init(jax.random.key(0))["prior"]["logits"]
+    assert not np.allclose(run.params["prior"]["logits"], initial)  # learned
+    report = evaluation.evaluate_workdir(str(tmp_path / "run"), num_samples=3, dataset=dataset)
+    assert np.isfinite(report["nll"]) and report["kl_per_dim"] is None
+    assert "KL per dim" not in evaluation.format_report(report)
+    for overrides, message in (
+            ({"prior": "vamp"}, r"config.prior .*one of \('standard_normal', "),
+            ({"prior_components": 0}, "config.prior_components .*a positive integer"),
+            ({"prior": "mixture_of_gaussians", "model": "ae"}, "no prior"),
+            ({"prior": "mixture_of_gaussians", "free_bits": 0.5}, "config.free_bits .*one term "
+                                                                  "per latent dimension")):
+        with pytest.raises(vae_jax.ConfigError, match=message):
+            configs.validate(tiny_config(**overrides))

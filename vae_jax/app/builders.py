@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vae_jax import _fast_paths, likelihoods, model as model_lib, objectives
+from vae_jax import _fast_paths, likelihoods, model as model_lib, objectives, priors
 from vae_jax.app import prng
 
 MODELS = ("vae", "ae")
@@ -62,16 +62,17 @@ def likelihood(config: ml_collections.ConfigDict,
 def model(config: ml_collections.ConfigDict, input_shape: Sequence[int],
           hparams: Hyperparameters = ()) -> model_lib.VAE:
     """The `vae_jax.VAE` that `config` describes (model, architecture, widths, latent size, compute
-    dtype, `likelihood`) for examples of `input_shape`."""
+    dtype, `likelihood`, prior) for examples of `input_shape`."""
     stochastic = config.model == "vae"
     dtype = jnp.dtype(config.compute_dtype)
     p_x = likelihood(config, hparams)
+    p_z = priors.make(config.prior, config.prior_components) if stochastic else None
     if config.architecture == "conv":
         (hidden,) = tuple(config.hidden_dims)  # configs.validate: one width for conv
         return model_lib.conv_vae(input_shape, config.latent_dim, tuple(config.conv_channels),
-                                  hidden, p_x, stochastic, dtype)
+                                  hidden, p_x, stochastic, dtype, p_z)
     return model_lib.mlp_vae(input_shape, config.latent_dim, tuple(config.hidden_dims), p_x,
-                             stochastic, dtype)
+                             stochastic, dtype, p_z)
 
 
 def optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,

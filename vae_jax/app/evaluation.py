@@ -7,11 +7,11 @@ example unless stated:
 | --- | --- |
 | `neg_elbo` | −(1/N) Σ_n [log p(x_n|z_n) − KL(q(z|x_n) ‖ p(z))], one z_n ~ q(z|x_n) per example |
 | `reconstruction_loss` | the distortion −(1/N) Σ_n log p(x_n|z_n), same z_n |
-| `kl` | the rate (1/N) Σ_n KL(q(z|x_n) ‖ N(0, I)) (closed form); neg_elbo = distortion + rate |
+| `kl` | the rate (1/N) Σ_n KL(q(z|x_n) ‖ p(z)) (closed form for N(0, I), else log q − log p at one z); neg_elbo = distortion + rate |
 | `nll` | −(1/N) Σ_n log p̂_K(x_n), the importance-weighted bound (`vae_jax.iwae`), K samples |
 | `nll_standard_error` | std_n(log p̂_K(x_n)) / √N: the spread due to the finite test set |
 | `*_bits_per_dim` | the same in bits per dimension, nats / (D · ln 2) |
-| `kl_per_dim` | (1/N) Σ_n KL(q(z_d|x_n) ‖ N(0, 1)) per latent dimension d; sums to `kl` |
+| `kl_per_dim` | (1/N) Σ_n KL(q(z_d|x_n) ‖ N(0, 1)) per latent dimension d; sums to `kl` (None for a prior that does not factorise, e.g. a mixture) |
 | `mean_variance_per_dim` | A_d = Var_n(E_q[z_d|x_n]) = Var_n(μ_d(x_n)), Burda et al.'s activity |
 | `active_units` | #{d : A_d > 0.01}, the number of active latent units (Burda et al. 2015, §5.2) |
 
@@ -147,6 +147,8 @@ def _example_metrics(vae: VAE, params: Params, x: jax.Array, iwae_key: jax.Array
     of q(z|x)."""
     log_px = iwae.iwae_bound(vae, params, x, iwae_key, num_samples, chunk_size)
     mean, log_variance = vae.encode(params, x)
+    if vae.prior.name != "standard_normal":  # no KL per dimension (`vae_jax.priors`)
+        return {"nll": -log_px, "mean": mean}
     kl_per_dim = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
     return {"nll": -log_px, "mean": mean, "kl_per_dim": kl_per_dim}
 
@@ -270,7 +272,8 @@ def summarize(elbo: dict[str, Any], per_example: dict[str, np.ndarray],
         "active_units": active_units(per_example["mean"]),
         "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
         "latent_dim": int(variances.shape[0]),
-        "kl_per_dim": np.mean(per_example["kl_per_dim"], axis=0).tolist(),
+        "kl_per_dim": (np.mean(per_example["kl_per_dim"], axis=0).tolist()
+                       if "kl_per_dim" in per_example else None),
         "mean_variance_per_dim": variances.tolist(),
         "num_examples": num_examples,
         "num_samples": num_samples,
@@ -537,7 +540,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{'NLL standard error':26s} {report['nll_standard_error']:9.2f}")
     lines.append(f"active units (A_d > {report['active_unit_threshold']:g})  "
                  f"{report['active_units']} / {report['latent_dim']}")
-    lines.append("KL per dim: " + " ".join(f"{v:.2f}" for v in report["kl_per_dim"]))
+    if report["kl_per_dim"] is not None:
+        lines.append("KL per dim: " + " ".join(f"{v:.2f}" for v in report["kl_per_dim"]))
     lines += _format_denoising(report)
     if "compression" in report:
         # pylint: disable-next=import-outside-toplevel

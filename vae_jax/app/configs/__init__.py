@@ -24,6 +24,7 @@ from vae_jax.corruption import CORRUPTIONS
 from vae_jax.errors import ConfigError
 from vae_jax.iwae import GRADIENT_ESTIMATORS
 from vae_jax.likelihoods import GAUSSIAN_SCALES, LIKELIHOODS
+from vae_jax.priors import PRIORS
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.py")
@@ -114,8 +115,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                            ("objective", OBJECTIVES), ("lr_schedule", LR_SCHEDULES),
                            ("train_loop", TRAIN_LOOPS), ("compute_dtype", COMPUTE_DTYPES),
                            ("input_pipeline", INPUT_PIPELINES),
-                           ("iwae_gradient", GRADIENT_ESTIMATORS)):
+                           ("iwae_gradient", GRADIENT_ESTIMATORS), ("prior", PRIORS)):
         _require(config[field] in choices, field, config[field], f"one of {choices}")
+    _require(_is_int(config.prior_components) and config.prior_components > 0,
+             "prior_components", config.prior_components, "a positive integer")
+    if config.prior != "standard_normal":
+        _require(config.model == "vae", "prior", config.prior,
+                 "'standard_normal' for the plain autoencoder (model='ae'), which has no prior")
+        _require(config.free_bits == 0, "free_bits", config.free_bits,
+                 f"0 with prior={config.prior!r}, whose KL does not split into one term per "
+                 "latent dimension")
     _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
              "one width when architecture='conv', e.g. '(256,)'")
     _require(config.objective == "iwae" or config.iwae_gradient == "iwae", "iwae_gradient",
@@ -197,6 +206,10 @@ FIELD_HELP = {
                        "`kl_weight`)",
     "free_bits": "nats per latent dimension: a dimension's batch-mean KL below it is not "
                  "penalised",
+    "prior": "p(z): `standard_normal` (closed-form KL) or `mixture_of_gaussians`, learned with "
+             "the model; its KL is the ELBO's single-sample estimate log q − log p "
+             "(`vae_jax.priors`)",
+    "prior_components": "`mixture_of_gaussians`: the number K of components",
     "objective": "`elbo` (β, warm-up and free bits apply), or `iwae`: the importance-weighted "
                  "bound with K = `iwae_samples` (Burda et al. 2015)",
     "iwae_samples": "`iwae`: the number K of importance samples per example",

@@ -33,6 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.beta = 1.0  # weight of the KL term; 1 gives the ELBO
     config.kl_warmup_steps = 0  # linear warm-up of the KL weight from 0 to beta over N steps
     config.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
+    # The prior p(z) (vae_jax.priors): "standard_normal", or a learned "mixture_of_gaussians" of
+    # prior_components components (its KL has no closed form: the ELBO estimates it).
+    config.prior = "standard_normal"
+    config.prior_components = 10
     # Objective: "elbo" (β, warm-up and free bits above apply), or "iwae": the importance-weighted
     # bound with iwae_samples samples per example (Burda et al. 2015).
     config.objective = "elbo"
