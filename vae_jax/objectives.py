@@ -250,14 +250,15 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
         not one typed key; static checks at trace time, nothing is added to the compiled step.
       ConfigError: `beta`, `free_bits` or `code_l1` is not one real number (ndim 0), or a
         concrete one is negative, infinite or NaN; a concrete `code_l1` is not 0 for a
-        stochastic model (a VAE: a traced one is applied as given); `free_bits` is not 0 for a prior without a KL per dimension.
+        stochastic model (a VAE: a traced one is applied as given); a concrete `free_bits` is
+        not 0 for a prior without a KL per dimension (a traced one applies to the whole rate).
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
     _check_x_input(model, x, x_input, "loss")
     distributions.check_key(key)
     _check_weight("beta", beta)
-    if _check_weight("free_bits", free_bits) != 0 and not _kl_per_dimension(model):
+    if _check_weight("free_bits", free_bits) not in (None, 0) and not _kl_per_dimension(model):
         raise ConfigError(f"loss: free_bits={free_bits!r} needs a KL per latent dimension, which "
                           f"the prior {model.prior.name} does not have: pass free_bits=0")
     penalised = _penalises_codes(model, code_l1)
