@@ -114,9 +114,9 @@ def _encode_decode(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
 
 
 def _kl_per_dimension(model: VAE) -> bool:
-    """Whether the model's KL splits into one closed-form term per latent dimension (N(0, I));
-    other priors give the rate of `vae_jax.priors.rate` as a whole."""
-    return model.prior.name == "standard_normal"
+    """`vae_jax.priors.has_kl_per_dimension` of the model's prior; other priors give the rate of
+    `vae_jax.priors.rate` as a whole."""
+    return priors.has_kl_per_dimension(model.prior)
 
 
 def _reconstruction_and_kl_per_dim(model: VAE, params: Params, x: jax.Array, keys: jax.Array,

@@ -155,6 +155,12 @@ def rate(prior: Prior, params: Any, mean: jax.Array, log_variance: jax.Array,
     return distributions.gaussian_log_prob(z, mean, log_variance) - prior.log_prob(params, z)
 
 
+def has_kl_per_dimension(prior: Prior) -> bool:
+    """Whether KL(q(z|x) ‖ p(z)) splits into one closed-form term per latent dimension (N(0, I)):
+    what free bits and a per-dimension rate need."""
+    return prior.name == "standard_normal"
+
+
 def make(name: str, num_components: int = 10) -> Prior:
     """The prior `name` of `PRIORS` (`num_components` for a mixture). Raises `ConfigError`
     naming the choices for another name."""

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from vae_jax import corruption, distributions, iwae, latent, objectives
+from vae_jax import corruption, distributions, iwae, latent, objectives, priors
 from vae_jax.app import builders, data, run_folder, runs
 from vae_jax.errors import ConfigError, ShapeError
 from vae_jax.model import VAE, Params, check_input
@@ -147,7 +147,7 @@ def _example_metrics(vae: VAE, params: Params, x: jax.Array, iwae_key: jax.Array
     of q(z|x)."""
     log_px = iwae.iwae_bound(vae, params, x, iwae_key, num_samples, chunk_size)
     mean, log_variance = vae.encode(params, x)
-    if vae.prior.name != "standard_normal":  # no KL per dimension (`vae_jax.priors`)
+    if not priors.has_kl_per_dimension(vae.prior):
         return {"nll": -log_px, "mean": mean}
     kl_per_dim = jax.vmap(distributions.gaussian_kl_to_standard_normal)(mean, log_variance)
     return {"nll": -log_px, "mean": mean, "kl_per_dim": kl_per_dim}
