@@ -89,6 +89,25 @@ def test_mixture_log_prob_is_the_formula_and_one_component_is_a_gaussian():
     assert np.all(np.isfinite(jax.grad(prior.log_prob, argnums=(0, 1))(params, far)[1]))
 
 
+def test_mixture_component_densities_match_float64_within_their_stated_error():
+    """The expanded squared distances of `_component_log_probs` (matrix products) against the
+    direct sum in float64, for codes and components of the sizes training meets."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (64, 50))
+    means, log_variances = rng.normal(0, 1, (500, 50)), rng.normal(-2, 1, (500, 50))
+    exact = -0.5 * (50 * np.log(2 * np.pi) + log_variances.sum(-1)
+                    + (((z[:, None] - means) ** 2) * np.exp(-log_variances)).sum(-1))
+    fast = jax.jit(jax.vmap(priors._component_log_probs, (0, None, None)))(  # pylint: disable=W0212
+        *(jnp.asarray(a, jnp.float32) for a in (z, means, log_variances)))
+    scale = ((z[:, None] ** 2) * np.exp(-log_variances)).sum(-1) + 1.0
+    assert np.all(np.abs(np.asarray(fast, np.float64) - exact) < 1e-6 * scale)
+    # A code at a component's mean: the distance is 0, never below (no log-density above the peak).
+    peak = priors._component_log_probs(means[0].astype(np.float32),  # pylint: disable=W0212
+                                       jnp.asarray(means, jnp.float32),
+                                       jnp.asarray(log_variances, jnp.float32))[0]
+    assert float(peak) <= -0.5 * (50 * np.log(2 * np.pi) + log_variances[0].sum()) + 1e-3
+
+
 def test_samples_have_the_priors_moments():
     prior, params = priors.mixture_of_gaussians(3), mixture_params()
     z = jax.jit(prior.sample, static_argnums=(2, 3))(params, jax.random.key(2), 200_000, 2)
@@ -130,7 +149,7 @@ def test_bad_arguments_are_one_line():
     with pytest.raises(vae_jax.ConfigError, match="spread must be ≥ 0"):
         priors.mixture_of_gaussians(2, spread=float("nan"))
     with pytest.raises(vae_jax.ConfigError, match=r"prior must be one of \('standard_normal'"):
-        priors.make("vampprior")
+        priors.make("vamp")
     prior, params = priors.mixture_of_gaussians(3), mixture_params()
     with pytest.raises(vae_jax.ShapeError, match=r"z must be one code of shape \(2,\), got "
                                                  r"\(4, 2\); use jax.vmap"):
@@ -187,9 +206,16 @@ def test_a_mixture_priors_elbo_rate_is_log_q_minus_log_p_at_the_drawn_code(jit):
     np.testing.assert_allclose(terms.elbo, terms.reconstruction - terms.kl, rtol=1e-6)
 
 
-def test_iwae_is_above_the_elbo_for_a_mixture_prior():
-    model = prior_model(priors.mixture_of_gaussians(4, spread=1.5))
+LEARNED = {"mixture": lambda: priors.mixture_of_gaussians(4, spread=1.5),
+           "vampprior": lambda: priors.vampprior(3, init_mean=0.5, init_std=0.3)}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNED))
+def test_iwae_is_above_the_elbo_for_a_learned_prior(name):
+    model = prior_model(LEARNED[name]())
     params = model.init(jax.random.key(2))
+    # A decoder that reads z strongly: the posterior is far from q, so the gap is many errors.
+    params = {**params, "decoder": jax.tree.map(lambda w: 4 * w, params["decoder"])}
     x = data(3)
     keys = jax.random.split(jax.random.key(4), 2000)
     elbos = jax.vmap(lambda k: vae_jax.batch_elbo(model, params, x, k).elbo)(keys)  # (2000, 3)
@@ -202,9 +228,10 @@ def test_iwae_is_above_the_elbo_for_a_mixture_prior():
     assert float(iwae_rate) == pytest.approx(float(elbo_rate), abs=0.05)
 
 
+@pytest.mark.parametrize("name", sorted(LEARNED))
 @pytest.mark.parametrize("objective", ["elbo", "iwae", "dreg"])
-def test_the_learned_prior_gets_a_gradient_from_every_objective(objective):
-    model = prior_model(priors.mixture_of_gaussians(3, spread=1.0))
+def test_the_learned_prior_gets_a_gradient_from_every_objective(objective, name):
+    model = prior_model(LEARNED[name]())
     params = model.init(jax.random.key(0))
     x, key = data(), jax.random.key(1)
 
@@ -248,19 +275,126 @@ def test_model_prior_errors_are_one_line():
                                                     jax.random.key(0))[0], rtol=1e-6)
 
 
-def test_a_run_trains_and_is_evaluated_with_a_learned_prior(tmp_path):
+# --- The VampPrior: bound to the model's encoder ----------------------------------------------
+
+def vamp_model(latent_dim=2, num_pseudo_inputs=3):
+    model = prior_model(priors.vampprior(num_pseudo_inputs, init_mean=0.5, init_std=0.3),
+                        latent_dim)
+    return model, model.init(jax.random.key(0))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_the_vampprior_integrates_to_one_and_is_the_mean_of_the_encoders_posteriors(dim):
+    model, params = vamp_model(dim)
+    learned = vae_jax.model.prior_params(model, params)
+    assert set(learned) == {"pseudo_inputs", "encoder"}
+    chex.assert_shape(params["prior"]["pseudo_inputs"], (3, 4, 4, 1))
+    axis = np.linspace(-9.0, 9.0, 601)
+    grid = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), -1).reshape(-1, dim)
+    log_p = jax.jit(jax.vmap(model.prior.log_prob, in_axes=(None, 0)))(learned, grid)
+    assert float(jnp.sum(jnp.exp(log_p)) * (axis[1] - axis[0])**dim) == pytest.approx(1.0,
+                                                                                     abs=1e-3)
+    # The formula, with the pseudo-inputs clipped to [0, 1] and encoded by the model.
+    z = jnp.full((dim,), 0.3)
+    means, log_variances = model.encode(params, jnp.clip(params["prior"]["pseudo_inputs"], 0, 1))
+    densities = [np.exp(float(distributions.gaussian_log_prob(z, m, v)))
+                 for m, v in zip(means, log_variances)]
+    assert float(model.prior.log_prob(learned, z)) == pytest.approx(np.log(np.mean(densities)),
+                                                                    rel=1e-5)
+
+
+def test_vampprior_samples_have_the_mixtures_moments():
+    model, params = vamp_model()
+    learned = vae_jax.model.prior_params(model, params)
+    z = jax.jit(model.prior.sample, static_argnums=(2, 3))(learned, jax.random.key(2),
+                                                           200_000, 2)
+    chex.assert_shape(z, (200_000, 2))
+    means, log_variances = model.encode(params, jnp.clip(params["prior"]["pseudo_inputs"], 0, 1))
+    mixture_mean = np.mean(means, 0)
+    mixture_var = np.mean(np.exp(log_variances) + means**2, 0) - mixture_mean**2
+    np.testing.assert_allclose(np.mean(z, 0), mixture_mean, atol=0.02)
+    np.testing.assert_allclose(np.var(z, 0), mixture_var, rtol=0.03)
+    np.testing.assert_array_equal(latent.sample_images(model, params, jax.random.key(2), 4),
+                                  latent.decode_images(model, params, model.prior.sample(
+                                      learned, jax.random.key(2), 4, 2)))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_vampprior_rate_and_its_gradients_reach_pseudo_inputs_and_encoder(jit):
+    model, params = vamp_model()
+    x, key = data(), jax.random.key(3)
+    elbo = jax.jit(vae_jax.batch_elbo, static_argnums=0) if jit else vae_jax.batch_elbo
+    terms = elbo(model, params, x, key)
+    mean, log_variance = model.encode(params, x)
+    z = jax.vmap(distributions.gaussian_sample)(jax.random.split(key, 6), mean, log_variance)
+    learned = vae_jax.model.prior_params(model, params)
+    expected = (jax.vmap(distributions.gaussian_log_prob)(z, mean, log_variance)
+                - jax.vmap(model.prior.log_prob, (None, 0))(learned, z))
+    np.testing.assert_allclose(terms.kl, expected, rtol=1e-5, atol=1e-5)
+    # The prior's own gradient reaches the encoder: the rate's gradient with the codes held
+    # fixed is not zero for the encoder's params.
+    rate_at_fixed_codes = jax.grad(lambda p: -jnp.sum(jax.vmap(model.prior.log_prob, (None, 0))(
+        vae_jax.model.prior_params(model, p), z)))(params)
+    for part in ("prior", "encoder"):
+        assert float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(rate_at_fixed_codes[part]))) \
+            > 0, part
+    assert not jax.tree.leaves(rate_at_fixed_codes["decoder"]) or float(sum(
+        jnp.abs(g).sum() for g in jax.tree.leaves(rate_at_fixed_codes["decoder"]))) == 0
+
+
+@pytest.mark.parametrize("free_bits", [0.0, 0.5])
+def test_a_rate_estimate_is_never_clipped(free_bits):
+    """The batch-mean rate estimate of this VampPrior model is below 0 (q and p nearly agree):
+    the loss is −(reconstruction − rate) exactly, also with a traced free_bits (a jitted loss),
+    so the estimate stays unbiased and its gradient reaches the prior."""
+    model, params = vamp_model()
+    x, key = data(), jax.random.key(1)
+    value, terms = jax.jit(vae_jax.loss, static_argnums=0)(model, params, x, key, 1.0, free_bits)
+    assert float(terms.kl) < 0
+    assert float(value) == pytest.approx(-float(terms.reconstruction - terms.kl), rel=1e-6)
+    grads = jax.grad(lambda p: vae_jax.loss(model, p, x, key)[0])(params)
+    assert float(jnp.abs(grads["prior"]["pseudo_inputs"]).sum()) > 0
+
+
+def test_an_unbound_vampprior_and_bad_arguments_are_one_line():
+    unbound = priors.vampprior(4)
+    assert unbound.bind is not None and prior_model(unbound).prior.bind is None
+    for call in (lambda: unbound.init(jax.random.key(0), 2),
+                 lambda: unbound.log_prob({}, jnp.zeros(2)),
+                 lambda: unbound.sample({}, jax.random.key(0), 3, 2)):
+        with pytest.raises(vae_jax.ConfigError, match="vampprior reads the encoder: pass it to "
+                                                      "vae_jax.mlp_vae"):
+            call()
+    for arguments, message in (((0,), "num_pseudo_inputs must be a positive integer"),
+                               ((2.5,), "num_pseudo_inputs must be a positive integer"),
+                               ((3, 0.0, -1.0), "init_std must be ≥ 0"),
+                               ((3, 0.0, 1.0, (1.0, 0.0)), "bounds must be")):
+        with pytest.raises(vae_jax.ConfigError, match=message):
+            priors.vampprior(*arguments)
+    model, params = vamp_model()
+    learned = vae_jax.model.prior_params(model, params)
+    with pytest.raises(vae_jax.ShapeError, match=r"z must be one code of shape \(2,\)"):
+        model.prior.log_prob(learned, jnp.zeros((4, 2)))
+    with pytest.raises(vae_jax.ShapeError, match="latent_dim=3, but the encoder gives 2-D"):
+        model.prior.sample(learned, jax.random.key(0), 5, 3)
+    assert priors.make("vampprior", 7).name == "vampprior"
+
+
+@pytest.mark.parametrize("prior,learned,shape", [
+    ("mixture_of_gaussians", "means", (3, 8)), ("vampprior", "pseudo_inputs", (3, 8, 8, 1))])
+def test_a_run_trains_and_is_evaluated_with_a_learned_prior(tmp_path, prior, learned, shape):
     from test_in_memory import tiny_config, tiny_dataset  # pylint: disable=import-outside-toplevel
     from vae_jax.app import configs, evaluation, runs, training  # pylint: disable=C0415
 
     dataset = tiny_dataset()
-    config = tiny_config(prior="mixture_of_gaussians", prior_components=3, num_epochs=2)
+    config = tiny_config(prior=prior, prior_components=3, num_epochs=2, latent_dim=8)
     record = training.train_and_evaluate(config, str(tmp_path / "run"), dataset)
     assert np.isfinite(record["test_neg_elbo"]) and np.isfinite(record["test_kl"])
     run = runs.load_run(str(tmp_path / "run"), dataset=dataset)
-    assert run.vae.prior.name == "mixture_of_gaussians"
-    chex.assert_shape(run.params["prior"]["means"], (3, config.latent_dim))
-    initial = run.vae.init(jax.random.key(0))["prior"]["logits"]
-    assert not np.allclose(run.params["prior"]["logits"], initial)  # learned
+    assert run.vae.prior.name == prior
+    chex.assert_shape(run.params["prior"][learned], shape)
+    initial = run.vae.init(jax.random.key(0))["prior"][learned]
+    assert not np.allclose(run.params["prior"][learned], initial)  # learned
     report = evaluation.evaluate_workdir(str(tmp_path / "run"), num_samples=3, dataset=dataset)
     assert np.isfinite(report["nll"]) and report["kl_per_dim"] is None
     assert "KL per dim" not in evaluation.format_report(report)

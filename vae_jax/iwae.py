@@ -28,6 +28,7 @@ and Python ints, so they run under `jax.jit` at trace time; values are not check
 """
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,12 +78,13 @@ def _log_weight_terms(model: VAE, params: Params, x: jax.Array, epsilon: jax.Arr
     log_px_z = per_sample(params, x, decoded)
     standard_normal = jax.vmap(jax.vmap(distributions.standard_normal_log_prob))
     log_qz = standard_normal(epsilon) - 0.5 * jnp.sum(log_variance, axis=-1, keepdims=True)
-    return log_px_z, _log_prior(model, params, z) - log_qz, (mean, log_variance)
+    return (log_px_z, _log_prior(model, prior_params(model, params), z) - log_qz,
+            (mean, log_variance))
 
 
-def _log_prior(model: VAE, params: Params, z: jax.Array) -> jax.Array:
-    """log p(z) of codes z (B, n, latent_dim) under the model's prior: (B, n), in nats."""
-    learned = prior_params(params)
+def _log_prior(model: VAE, learned: Any, z: jax.Array) -> jax.Array:
+    """log p(z) of codes z (B, n, latent_dim) under the model's prior with params `learned`
+    (`prior_params`): (B, n), in nats."""
     return jax.vmap(jax.vmap(lambda z_: model.prior.log_prob(learned, z_)))(z)
 
 
@@ -212,7 +214,7 @@ def _batch_iwae_terms(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
                                                                         x_input)
     bound = jax.nn.logsumexp(log_px_z + log_prior_ratio, axis=-1) - math.log(num_samples)
     if model.prior.kl is not None:
-        kl = jax.vmap(lambda m, v: model.prior.kl(prior_params(params), m, v))(mean, log_variance)
+        kl = jax.vmap(lambda m, v: model.prior.kl(prior_params(model, params), m, v))(mean, log_variance)
     else:  # the rate as the mean over the K samples of log q(z_k|x) − log p(z_k)
         kl = -jnp.mean(log_prior_ratio, axis=-1)
     return objectives.ELBOTerms(bound, jnp.mean(log_px_z, axis=-1), kl)
@@ -238,16 +240,21 @@ def _dreg_surrogate(model: VAE, params: Params, x: jax.Array, epsilon: jax.Array
     mean, log_variance = model.encode(params, x if x_input is None else x_input)
     z = mean[:, None] + jnp.exp(0.5 * log_variance)[:, None] * epsilon
 
-    def log_weights(params_, z_):
+    def log_weights(params_, learned, z_):
         decoded = model.decode(params_, z_)
         per_sample = jax.vmap(jax.vmap(model.log_likelihood, (None, None, 0)), (None, 0, 0))
         log_q = jax.vmap(jax.vmap(distributions.gaussian_log_prob, (0, None, None)))(
             z_, stop(mean), stop(log_variance))
-        return per_sample(params_, x, decoded) + _log_prior(model, params_, z_) - log_q
+        return per_sample(params_, x, decoded) + _log_prior(model, learned, z_) - log_q
 
+    # The prior is generative (θ) as a whole, also where it reads the encoder (the VampPrior):
+    # its direct gradient takes the weights w̃, never w̃²; only the path through z is the
+    # encoder's.
     generative = {name: value for name, value in params.items() if name != "encoder"}
-    log_w_path = log_weights({**stop(generative), "encoder": params["encoder"]}, z)
-    log_w_generative = log_weights({**generative, "encoder": stop(params["encoder"])}, stop(z))
+    learned = prior_params(model, params)
+    log_w_path = log_weights({**stop(generative), "encoder": params["encoder"]}, stop(learned), z)
+    log_w_generative = log_weights({**generative, "encoder": stop(params["encoder"])}, learned,
+                                   stop(z))
     weights = stop(jax.nn.softmax(log_w_path, axis=-1))
     return jnp.sum(weights * log_w_generative + jnp.square(weights) * log_w_path, axis=-1)
 

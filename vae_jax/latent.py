@@ -343,5 +343,5 @@ def sample_images(vae: VAE, params: Params, key: jax.Array, num: int) -> jax.Arr
     """
     _require_stochastic(vae, "sample_images")
     num = _positive_int("num", num)
-    return decode_images(vae, params, vae.prior.sample(prior_params(params), key, num,
+    return decode_images(vae, params, vae.prior.sample(prior_params(vae, params), key, num,
                                                        vae.latent_dim))

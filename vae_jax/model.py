@@ -47,8 +47,8 @@ class VAE(NamedTuple):
       stochastic: False for the plain autoencoder: no variance, no sampling, no KL.
       likelihood: the name of p(x|z) (one of `vae_jax.likelihoods.LIKELIHOODS`), or None for a
         hand-made one; it decides which data values `check_data_values` accepts.
-      prior: p(z), a `vae_jax.priors.Prior` (default N(0, I)); a learned prior's parameters are
-        ``params["prior"]`` (`prior_params`).
+      prior: p(z), a `vae_jax.priors.Prior` (default N(0, I)); ``prior_params(model, params)``
+        gives what its functions take (a learned prior's ``params["prior"]``).
     """
 
     init: Callable[[jax.Array], Params]
@@ -63,9 +63,13 @@ class VAE(NamedTuple):
     prior: priors.Prior = priors.STANDARD_NORMAL
 
 
-def prior_params(params: Params) -> Any:
-    """The parameters of a model's prior within its `params` ({} for a prior without any)."""
-    return params.get("prior", {})
+def prior_params(model: "VAE", params: Params) -> Any:
+    """The parameters `model.prior`'s functions take, from the model's `params`: its own
+    ``params["prior"]`` ({} for a prior without any) and the other params it reads
+    (`Prior.reads`: the VampPrior's ``"encoder"``). Differentiable: gradients reach `params`."""
+    own = params.get("prior", {})
+    return {**own, **{name: params[name] for name in model.prior.reads}} if model.prior.reads \
+        else own
 
 
 def _check_trailing_shape(name: str, array: jax.Array, expected: tuple[int, ...]) -> None:
@@ -178,8 +182,10 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
     `encoder(x)` must return (mean, log_variance) — (code, None) when not `stochastic` — and
     `decoder(z)` the parameters of p(x|z) with shape (*batch, *input_shape). Params are
     ``{"encoder": ..., "decoder": ...}``, plus ``"likelihood"`` when it has its own (a learned σ)
-    and ``"prior"`` when the prior has (a learned mixture; drawn from ``fold_in(key, 2)``, so the
-    networks' initial parameters do not depend on the prior). `prior` defaults to N(0, I).
+    and ``"prior"`` when the prior has (a learned mixture, the VampPrior's pseudo-inputs; drawn
+    from ``fold_in(key, 2)``, so the networks' initial parameters do not depend on the prior).
+    `prior` defaults to N(0, I); a prior that reads the encoder (`vae_jax.priors.vampprior`) is
+    bound to this one here, and ``model.prior`` is the bound prior.
     Raises `ConfigError` when `likelihood` is not a `Likelihood` or `prior` not a `Prior` (a
     name, or a builder not called), or a plain autoencoder is given a prior.
     """
@@ -193,6 +199,9 @@ def make_vae(encoder: nn.Module, decoder: nn.Module, input_shape: Sequence[int],
                           f"vae_jax.priors.mixture_of_gaussians(10)), got {prior!r}")
     if not stochastic and prior is not priors.STANDARD_NORMAL:
         raise ConfigError("a plain autoencoder (stochastic=False) has no prior: pass prior=None")
+    if prior.bind is not None:
+        prior = prior.bind(lambda encoder_params, x: encoder.apply({"params": encoder_params}, x),
+                           tuple(input_shape))
 
     def init(key: jax.Array) -> Params:
         encoder_key, decoder_key = jax.random.split(key)

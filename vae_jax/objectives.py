@@ -108,8 +108,9 @@ def _encode_decode(model: VAE, params: Params, x: jax.Array, keys: jax.Array,
         kl_per_dim = jax.vmap(jax.vmap(distributions.gaussian_kl_to_standard_normal))(
             mean, log_variance)
     else:  # one column: the rate of a prior that does not factorise over dimensions
-        kl_per_dim = jax.vmap(lambda m, v, z_: priors.rate(model.prior, prior_params(params), m,
-                                                           v, z_))(mean, log_variance, z)[:, None]
+        learned = prior_params(model, params)
+        kl_per_dim = jax.vmap(lambda m, v, z_: priors.rate(model.prior, learned, m, v, z_))(
+            mean, log_variance, z)[:, None]
     return reconstruction, kl_per_dim, z
 
 
@@ -238,7 +239,8 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
       x: a float batch, shape (B, *model.input_shape).
       key: one typed PRNG key, shape (); split into one key per example.
       beta: the KL weight β.
-      free_bits: λ, in nats per latent dimension (0 for a prior without a KL per dimension).
+      free_bits: λ, in nats per latent dimension (only for a prior with a KL per dimension,
+        N(0, I): `vae_jax.priors.has_kl_per_dimension`).
       x_input: None, or the encoder's input (a corrupted x), the shape of x.
       code_l1: the weight of the L1 penalty on the code (≥ 0; a float or a traced scalar).
 
@@ -251,7 +253,8 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
       ConfigError: `beta`, `free_bits` or `code_l1` is not one real number (ndim 0), or a
         concrete one is negative, infinite or NaN; a concrete `code_l1` is not 0 for a
         stochastic model (a VAE: a traced one is applied as given); a concrete `free_bits` is
-        not 0 for a prior without a KL per dimension (a traced one applies to the whole rate).
+        not 0 for a prior without a KL per dimension (a traced one is not applied there: the
+        single-sample rate estimate stays unclipped, so unbiased).
     """
     model, params = _model_first("loss", model, params)
     check_input(model, x, "loss", batched=True)
@@ -266,8 +269,11 @@ def loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, beta: float =
     reconstruction, kl_per_dim, codes = _encode_decode(model, params, x, keys, x_input)
     mean_reconstruction = jnp.mean(reconstruction)
     mean_kl_per_dim = jnp.mean(kl_per_dim, axis=0)
-    kl_term = jnp.sum(jnp.maximum(mean_kl_per_dim, free_bits))
     kl = jnp.sum(mean_kl_per_dim)
+    # A rate estimate (a prior without a closed-form KL) is unbiased only unclipped: its batch
+    # mean can be < 0, and max(·, λ) would bias it and stop its gradient there.
+    kl_term = (jnp.sum(jnp.maximum(mean_kl_per_dim, free_bits)) if _kl_per_dimension(model)
+               else kl)
     objective = mean_reconstruction - beta * kl_term
     if penalised:
         objective = objective - code_l1 * jnp.mean(jnp.sum(jnp.abs(codes), axis=-1))

@@ -206,10 +206,12 @@ FIELD_HELP = {
                        "`kl_weight`)",
     "free_bits": "nats per latent dimension: a dimension's batch-mean KL below it is not "
                  "penalised",
-    "prior": "p(z): `standard_normal` (closed-form KL) or `mixture_of_gaussians`, learned with "
-             "the model; its KL is the ELBO's single-sample estimate log q − log p "
-             "(`vae_jax.priors`)",
-    "prior_components": "`mixture_of_gaussians`: the number K of components",
+    "prior": "p(z): `standard_normal` (closed-form KL), or learned with the model: "
+             "`mixture_of_gaussians` or `vampprior` (the encoder's posteriors at learned "
+             "pseudo-inputs, Tomczak & Welling 2018), whose KL is the ELBO's single-sample "
+             "estimate log q − log p (`vae_jax.priors`)",
+    "prior_components": "the number K of the mixture's components or of the VampPrior's "
+                        "pseudo-inputs",
     "objective": "`elbo` (β, warm-up and free bits apply), or `iwae`: the importance-weighted "
                  "bound with K = `iwae_samples` (Burda et al. 2015)",
     "iwae_samples": "`iwae`: the number K of importance samples per example",

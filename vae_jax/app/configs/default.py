@@ -34,7 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.kl_warmup_steps = 0  # linear warm-up of the KL weight from 0 to beta over N steps
     config.free_bits = 0.0  # nats per latent dimension below which the KL is not penalised
     # The prior p(z) (vae_jax.priors): "standard_normal", or a learned "mixture_of_gaussians" of
-    # prior_components components (its KL has no closed form: the ELBO estimates it).
+    # prior_components components or "vampprior" with prior_components pseudo-inputs (their KL
+    # has no closed form: the ELBO estimates it).
     config.prior = "standard_normal"
     config.prior_components = 10
     # Objective: "elbo" (β, warm-up and free bits above apply), or "iwae": the importance-weighted
