@@ -21,7 +21,7 @@ nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 EXPECTED = {"quickstart", "ae_vs_vae_latent_space", "loss_weights", "kl_divergence",
-            "reparameterisation", "applications"}
+            "reparameterisation", "applications", "priors"}
 
 
 def read(path: pathlib.Path):
