@@ -406,3 +406,34 @@ def test_a_run_trains_and_is_evaluated_with_a_learned_prior(tmp_path, prior, lea
                                                                   "per latent dimension")):
         with pytest.raises(vae_jax.ConfigError, match=message):
             configs.validate(tiny_config(**overrides))
+
+
+def test_pictures_sample_the_models_prior(tmp_path):
+    """The epoch's sample grid, the pictures of visualize.py and their ranges follow a learned
+    prior (they assumed N(0, I)); the default model's samples are the draws they always were."""
+    from test_in_memory import tiny_config, tiny_dataset  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import plots, runs, training  # pylint: disable=import-outside-toplevel
+
+    x, key = data(4), jax.random.key(5)
+    default = prior_model()
+    params = default.init(jax.random.key(0))
+    samples = training.pictures(default, params, x, key, count=1)[2]
+    np.testing.assert_array_equal(samples, default.observation_mean(
+        default.decode(params, jax.random.normal(key, (64, 2)))))
+    mixture = prior_model(priors.mixture_of_gaussians(2, spread=0.0))
+    params = mixture.init(jax.random.key(0))
+    params["prior"]["means"] = jnp.array([[10.0, -10.0], [12.0, -8.0]])
+    samples = training.pictures(mixture, params, x, key, count=1)[2]
+    np.testing.assert_array_equal(samples, latent.decode_images(
+        mixture, params, mixture.prior.sample(params["prior"], key, 64, 2)))
+    low, high = plots.prior_box(mixture, params, jax.random.key(1))
+    assert np.all(low > [7.0, -13.0]) and np.all(high < [15.0, -5.0]), (low, high)
+    assert np.all(high - low > 3.0)
+    # visualize.py's pictures of a 2-D run with a learned prior: all written.
+    dataset = tiny_dataset()
+    workdir = str(tmp_path / "run")
+    training.train_and_evaluate(tiny_config(prior="vampprior", prior_components=3, num_epochs=1),
+                                workdir, dataset)
+    written = plots.visualize_run(runs.load_run(workdir, dataset=dataset), str(tmp_path / "out"))
+    for picture in ("samples", "manifold", "traversals", "latent_scatter"):
+        assert written[picture].endswith(".png"), (picture, written[picture])

@@ -420,16 +420,19 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     first when matplotlib is not installed.
 
     - reconstructions: 32 test images beside E[x | z = μ(x)].
-    - samples: 64 decoder means of z ~ N(0, I); skipped for a plain autoencoder, whose codes
-      follow no known distribution (N(0, I) draws land anywhere relative to its codes).
+    - samples: 64 decoder means of z ~ p(z), the model's prior; skipped for a plain
+      autoencoder, whose codes follow no known distribution (N(0, I) draws land anywhere
+      relative to its codes).
     - latent_scatter: the codes of up to `max_points` test images coloured by label (d > 2: the
       top two principal axes).
     - manifold (d = 2 only): a 20 × 20 grid decoded; a VAE's along the prior's quantiles
-      Φ⁻¹(0.05 … 0.95), an AE's evenly over the 1st–99th percentiles of its codes.
+      Φ⁻¹(0.05 … 0.95) for N(0, I), evenly over the 1st–99th percentiles of 10,000 draws from
+      a learned prior (`prior_box`), an AE's evenly over the 1st–99th percentiles of its codes.
     - interpolations: linear paths (10 steps) between the codes of test images of different
       classes.
     - traversals: the code of the first test image with each dimension swept (VAE: −3 … 3, the
-      prior's range; AE: the 1st–99th percentiles of that dimension).
+      range of N(0, I), or a learned prior's 1st–99th percentiles of that dimension; AE: those
+      of its codes).
     - training_curves, rate_distortion: from ``workdir/metrics.jsonl`` (`run_folder.read_metrics`)
       when it has lines; the rate–distortion path over the epochs only for a VAE (an AE's rate
       is 0 by construction).
@@ -463,10 +466,15 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     written["reconstructions"] = save_reconstructions(
         path("reconstructions"), shown, decode(vae, params, codes[:32]),
         title=f"test images and reconstructions ({name})")
+    standard = vae.prior.name == "standard_normal"
+    prior = "N(0, I)" if standard else f"the learned {vae.prior.name} prior"
+    # A learned prior's range: the box of its draws (N(0, I)'s is known: Φ⁻¹, ±3).
+    prior_low, prior_high = (None, None) if standard or not vae.stochastic else \
+        prior_box(vae, params, jax.random.fold_in(key, 3))
     if vae.stochastic:
         samples = latent.sample_images(vae, params, jax.random.fold_in(key, 2), 64)
         written["samples"] = save_image_grid(path("samples"), samples, 8,
-                                             title=f"E[x|z], z ~ N(0, I) ({name})")
+                                             title=f"E[x|z], z ~ {prior} ({name})")
     else:
         written["samples"] = "skipped: a plain autoencoder has no prior p(z) to sample"
     written["latent_scatter"] = save_latent_scatter(
@@ -474,9 +482,13 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
         title=f"codes μ(x) of {len(codes_np)} test images ({name})")
     low, high = np.percentile(codes_np, [1, 99], axis=0)
     if vae.latent_dim == 2:
-        if vae.stochastic:
+        if vae.stochastic and standard:
             grid = latent.quantile_grid(20, 20)
             how = "prior quantiles Φ⁻¹(0.05…0.95)"
+        elif vae.stochastic:
+            grid = latent.linear_grid(20, 20, (prior_low[0], prior_high[0]),
+                                      (prior_low[1], prior_high[1]))
+            how = "1st–99th percentiles of the prior's draws"
         else:
             grid = latent.linear_grid(20, 20, (low[0], high[0]), (low[1], high[1]))
             how = "1st–99th percentiles of the codes"
@@ -492,8 +504,10 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     written["interpolations"] = save_interpolations(
         path("interpolations"), strips, [f"{labels[a]} → {labels[b]}" for a, b in pairs],
         title=f"linear interpolation between test codes ({name})")
-    if vae.stochastic:
+    if vae.stochastic and standard:
         values = np.linspace(-3.0, 3.0, 11, dtype=np.float32)
+    elif vae.stochastic:
+        values = np.linspace(prior_low, prior_high, 11, axis=1).astype(np.float32)  # (d, 11)
     else:
         values = np.linspace(low, high, 11, axis=1).astype(np.float32)  # (d, 11)
     written["traversals"] = save_traversals(
@@ -519,6 +533,21 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     else:
         written["rate_distortion"] = "skipped: no test_kl in metrics.jsonl"
     return written
+
+
+def prior_box(vae, params, key, num: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high), each (latent_dim,): the 1st and 99th percentiles per dimension of `num` draws
+    from the model's prior p(z) with `key` — the region a learned prior covers, where N(0, I)'s
+    is known in closed form. Host arrays (float64)."""
+    # pylint: disable=import-outside-toplevel
+    import jax
+
+    from vae_jax import model as model_lib
+
+    draws = jax.jit(vae.prior.sample, static_argnums=(2, 3))(
+        model_lib.prior_params(vae, params), key, num, vae.latent_dim)
+    low, high = np.percentile(np.asarray(draws, np.float64), [1, 99], axis=0)
+    return low, high
 
 
 def _pairs_of_different_classes(labels: np.ndarray, count: int) -> list[tuple[int, int]]:

@@ -439,11 +439,12 @@ def pictures(vae: model_lib.VAE, params, test_x: jax.Array, key: jax.Array,
              count: int = PICTURE_COUNT) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(inputs, reconstructions, samples) of the epoch's picture grids: the first 4·`count` test
     images, the decoder means at their posterior means, and the decoder means of 64 draws
-    z ~ N(0, I) from `key`. (A denoising run adds `denoising_pictures`.)"""
+    z ~ p(z) from `key`, the model's prior (N(0, I) by default, a learned prior as trained so
+    far). (A denoising run adds `denoising_pictures`.)"""
     inputs = test_x[: count * 4]
     mean, _ = vae.encode(params, inputs)
     recons = vae.observation_mean(vae.decode(params, mean))
-    z = jax.random.normal(key, (64, vae.latent_dim))
+    z = vae.prior.sample(model_lib.prior_params(vae, params), key, 64, vae.latent_dim)
     return inputs, recons, vae.observation_mean(vae.decode(params, z))
 
 
