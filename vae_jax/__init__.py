@@ -23,8 +23,8 @@ options. All values are in nats.
 - Errors: `VAEJaxError` and its subclasses.
 
 More in the modules `vae_jax.corruption`, `vae_jax.iwae`, `vae_jax.latent`, `vae_jax.likelihoods`,
-`vae_jax.priors` (p(z): N(0, I), a learned mixture, the VampPrior),
-`vae_jax.networks`.
+`vae_jax.priors` (p(z): N(0, I), a learned mixture, the VampPrior), `vae_jax.hierarchical`
+(two stochastic layers), `vae_jax.networks`.
 The training application (configs, data, the training engine, run folders, evaluation, plots) is
 `vae_jax.app`; importing `vae_jax` loads none of it (no TensorFlow, TFDS, Orbax or matplotlib).
 """
