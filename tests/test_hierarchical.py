@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vae_jax
-from vae_jax import distributions, hierarchical
+from vae_jax import distributions, hierarchical, latent
 
 # A linear-Gaussian model with 1-D z1 and z2 (so that the true posterior is one a diagonal q can
 # be): z2 ~ N(0, 1), z1 | z2 ~ N(ALPHA z2 + A, S1), x | z1 ~ N(BETA z1 + B, diag S).
@@ -152,5 +152,52 @@ def test_bad_input_is_one_line():
         hierarchical.loss(model, params, x * 3, jax.random.key(0))
     with pytest.raises(vae_jax.ConfigError, match="takes a TwoLayerVAE"):
         hierarchical.terms(vae_jax.mlp_vae((4, 4, 1), 2, (8,)), params, x[0], jax.random.key(0))
+    for call in (lambda: vae_jax.loss(model, params, x, jax.random.key(0)),
+                 lambda: vae_jax.iwae_bound(model, params, x[0], jax.random.key(0), 3),
+                 lambda: latent.sample_images(model, params, jax.random.key(0), 2)):
+        with pytest.raises(vae_jax.ConfigError, match="is for one stochastic layer; for a "
+                                                      "two-layer model use vae_jax.hierarchical"):
+            call()
     with pytest.raises(vae_jax.ShapeError, match="latent_dims \\(d1, d2\\)"):
         hierarchical.two_layer_mlp_vae((4, 4, 1), latent_dims=(6,))
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_a_two_layer_run_trains_is_evaluated_and_drawn(tmp_path, objective):
+    from test_in_memory import tiny_config, tiny_dataset  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import evaluation, plots, runs, training  # pylint: disable=C0415
+
+    dataset, workdir = tiny_dataset(), str(tmp_path / "run")
+    config = tiny_config(model="two_layer_vae", latent_dim=4, top_latent_dim=2,
+                         top_hidden_dims=(8,), objective=objective, iwae_samples=3, num_epochs=2)
+    record = training.train_and_evaluate(config, workdir, dataset)
+    assert record["test_kl"] == pytest.approx(record["test_kl_bottom"] + record["test_kl_top"],
+                                              rel=1e-5)
+    run = runs.load_run(workdir, dataset=dataset)
+    assert isinstance(run.vae, hierarchical.TwoLayerVAE) and run.vae.latent_dims == (4, 2)
+    report = evaluation.evaluate_workdir(workdir, num_samples=20, dataset=dataset)
+    assert report["neg_elbo"] == pytest.approx(record["test_neg_elbo"], rel=1e-5)
+    assert report["kl"] == pytest.approx(report["kl_bottom"] + report["kl_top"], rel=1e-5)
+    assert report["nll"] < report["neg_elbo"] + 0.5  # the K-sample bound is the tighter one
+    assert report["latent_dim"] == 4 and report["latent_dim_top"] == 2
+    text = evaluation.format_report(report)
+    assert "rate of z₁" in text and "rate of z₂" in text and "(z₂)" in text
+    written = plots.visualize_run(run, str(tmp_path / "plots"))
+    for picture in ("reconstructions", "samples", "traversals", "latent_scatter"):
+        assert written[picture].endswith(".png"), (picture, written[picture])
+
+
+def test_the_two_layer_config_refuses_what_its_bound_has_not():
+    from test_in_memory import tiny_config  # pylint: disable=import-outside-toplevel
+    from vae_jax.app import configs  # pylint: disable=import-outside-toplevel
+
+    for overrides, message in (
+            ({"architecture": "conv", "hidden_dims": (16,)}, "config.architecture"),
+            ({"prior": "vampprior"}, "config.prior"), ({"beta": 2.0}, "config.beta"),
+            ({"kl_warmup_steps": 10}, "config.kl_warmup_steps"),
+            ({"objective": "iwae", "iwae_gradient": "dreg"}, "config.iwae_gradient"),
+            ({"top_latent_dim": 0}, "config.top_latent_dim"),
+            ({"top_hidden_dims": (0,)}, "config.top_hidden_dims")):
+        with pytest.raises(vae_jax.ConfigError, match=message):
+            configs.validate(tiny_config(model="two_layer_vae", **overrides))
+    configs.validate(tiny_config(model="two_layer_vae"))

@@ -65,6 +65,11 @@ class TwoLayerVAE(NamedTuple):
     likelihood: Optional[str] = None
     stochastic: bool = True  # for `vae_jax.model.check_input`
 
+    @property
+    def latent_dim(self) -> int:
+        """d₁, the size of the codes `encode` gives (the layer pictures and k-NN read)."""
+        return self.latent_dims[0]
+
 
 class HierarchicalTerms(NamedTuple):
     """Per-example terms of a two-layer bound, in nats.
@@ -80,6 +85,16 @@ class HierarchicalTerms(NamedTuple):
     reconstruction: jax.Array
     rate_bottom: jax.Array
     rate_top: jax.Array
+
+    @property
+    def kl(self) -> jax.Array:
+        """The whole rate, rate_bottom + rate_top (`vae_jax.ELBOTerms.kl`'s counterpart)."""
+        return self.rate_bottom + self.rate_top
+
+    @property
+    def elbo(self) -> jax.Array:
+        """The objective (`vae_jax.ELBOTerms.elbo`'s counterpart)."""
+        return self.objective
 
 
 def _positive_int(name: str, value) -> int:
@@ -235,3 +250,46 @@ def loss(model: TwoLayerVAE, params: Params, x: jax.Array, key: jax.Array,
     (Burda et al. 2015) with more. x (B, *input_shape); raises as `batch_terms`."""
     means = jax.tree.map(jnp.mean, batch_terms(model, params, x, key, num_samples))
     return -means.objective, means
+
+
+def iwae_bound(model: TwoLayerVAE, params: Params, x: jax.Array, key: jax.Array,
+               num_samples: int, chunk_size: Optional[int] = None) -> jax.Array:
+    """The importance-weighted bound log (1/K) Σ_k w_k of *one* example x with K = `num_samples`
+    joint samples, `chunk_size` at a time (memory grows with the chunk, not with K; None: all
+    at once), for the test log-likelihood (Burda et al. 2015, Eq. 8). Sample k draws its noise
+    from ``fold_in(key, k)``, so the value does not depend on `chunk_size`. A scalar, in nats.
+
+    Raises as `terms`, and `ConfigError` for a chunk_size that is not a positive integer.
+    """
+    _check(model, x, key, num_samples, "hierarchical.iwae_bound", batched=False)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
+            chunk_size, int) or chunk_size <= 0):
+        raise ConfigError(f"hierarchical.iwae_bound: chunk_size must be a positive integer or "
+                          f"None, got {chunk_size!r}")
+    chunk = num_samples if chunk_size is None else min(chunk_size, num_samples)
+    num_chunks = -(-num_samples // chunk)
+
+    def log_weights(index: jax.Array) -> jax.Array:
+        parts = _log_weight_terms(model, params, x, jax.random.fold_in(key, index), 1)
+        return (parts["log_px"] + parts["log_p1"] + parts["log_p2"] - parts["log_q1"]
+                - parts["log_q2"])[0]
+
+    def chunk_logsumexp(start: jax.Array) -> jax.Array:
+        indices = start + jnp.arange(chunk)
+        log_w = jax.vmap(log_weights)(indices)
+        return jax.nn.logsumexp(jnp.where(indices < num_samples, log_w, -jnp.inf))
+
+    starts = jnp.arange(num_chunks) * chunk
+    return jax.nn.logsumexp(jax.lax.map(chunk_logsumexp, starts)) - math.log(num_samples)
+
+
+def sample(model: TwoLayerVAE, params: Params, key: jax.Array, num: int) -> jax.Array:
+    """Ancestral samples of the bottom codes: z₂ ~ N(0, I), z₁ ~ p(z₁|z₂); (num, d₁). Decode
+    them (`model.decode`, `model.observation_mean`) for images."""
+    distributions.check_key(key)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ConfigError(f"hierarchical.sample: num must be a positive integer, got {num!r}")
+    top_key, bottom_key = jax.random.split(key)
+    z2 = jax.random.normal(top_key, (num, model.latent_dims[1]))
+    mean, log_variance = model.prior_bottom(params, z2)
+    return mean + jnp.exp(0.5 * log_variance) * jax.random.normal(bottom_key, mean.shape)

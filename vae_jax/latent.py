@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.errors import ConfigError, ShapeError
-from vae_jax.model import VAE, Params, check_data_values, check_input, prior_params
+from vae_jax.model import (VAE, Params, check_data_values, check_input, prior_params,
+                           require_one_layer)
 
 DEFAULT_CHUNK_SIZE = 1000
 
@@ -341,6 +342,7 @@ def sample_images(vae: VAE, params: Params, key: jax.Array, num: int) -> jax.Arr
     `ConfigError` for a plain autoencoder: nothing makes its codes N(0, I)-distributed, so decoding
     prior samples shows arbitrary images rather than samples of the model.
     """
+    require_one_layer(vae, "sample_images")
     _require_stochastic(vae, "sample_images")
     num = _positive_int("num", num)
     return decode_images(vae, params, vae.prior.sample(prior_params(vae, params), key, num,

@@ -94,6 +94,8 @@ def check_input(model: "VAE", x: jax.Array, function: str, batched: bool,
     `function` names the caller and `name` the argument in the one-line message, which points to
     the batched (or single-example) counterpart when x is one of those instead.
     """
+    if function in _ONE_LAYER:
+        require_one_layer(model, function)
     shape, expected = tuple(jnp.shape(x)), tuple(model.input_shape)
     dims = ", ".join(map(str, expected))
     if batched and (len(shape) != len(expected) + 1 or shape[1:] != expected or shape[0] == 0):
@@ -145,6 +147,25 @@ def check_data_values(model: "VAE", x, name: str = "x") -> None:
         likelihood = f"the {model.likelihood}" if model.likelihood else "the model's"
         raise DataError(f"{name} holds NaN or infinite values; {likelihood} likelihood needs "
                         "finite data: remove or replace them (e.g. numpy.nan_to_num) first")
+
+
+# The functions of one stochastic layer (they read model.prior and q(z|x) alone): check_input
+# refuses another model for them in one line.
+_ONE_LAYER = {"elbo", "batch_elbo", "loss", "code_l1_norm", "log_importance_weights",
+              "iwae_bound", "batch_iwae_bound", "iwae_objective", "iwae_terms", "iwae_loss",
+              "sample_images"}
+
+
+def require_one_layer(model: Any, function: str) -> None:
+    """Raises `ConfigError` unless `model` is a `VAE`: `function` is of one stochastic layer. A
+    two-layer model (`vae_jax.hierarchical.TwoLayerVAE`) is pointed to its own functions."""
+    if isinstance(model, VAE):
+        return
+    if hasattr(model, "encode_top"):
+        raise ConfigError(f"{function} is for one stochastic layer; for a two-layer model use "
+                          "vae_jax.hierarchical (terms, batch_terms, loss, iwae_bound, sample)")
+    raise ConfigError(f"{function} takes a vae_jax.VAE as its model, got "
+                      f"{type(model).__name__}")
 
 
 # The batched counterpart of each single-example function, named in check_input's messages.

@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from vae_jax import _fast_paths, likelihoods, model as model_lib, objectives, priors
+from vae_jax import (_fast_paths, hierarchical, likelihoods, model as model_lib, objectives,
+                     priors)
 from vae_jax.app import prng
 
-MODELS = ("vae", "ae")
+MODELS = ("vae", "ae", "two_layer_vae")
 ARCHITECTURES = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 LR_SCHEDULES = ("constant", "cosine")
@@ -60,12 +61,17 @@ def likelihood(config: ml_collections.ConfigDict,
 
 
 def model(config: ml_collections.ConfigDict, input_shape: Sequence[int],
-          hparams: Hyperparameters = ()) -> model_lib.VAE:
+          hparams: Hyperparameters = ()) -> model_lib.VAE | hierarchical.TwoLayerVAE:
     """The `vae_jax.VAE` that `config` describes (model, architecture, widths, latent size, compute
-    dtype, `likelihood`, prior) for examples of `input_shape`."""
-    stochastic = config.model == "vae"
+    dtype, `likelihood`, prior) for examples of `input_shape`; for ``model="two_layer_vae"`` the
+    `vae_jax.hierarchical.TwoLayerVAE` (MLP) with (latent_dim, top_latent_dim) units."""
+    stochastic = config.model != "ae"
     dtype = jnp.dtype(config.compute_dtype)
     p_x = likelihood(config, hparams)
+    if config.model == "two_layer_vae":
+        return hierarchical.two_layer_mlp_vae(
+            input_shape, (config.latent_dim, config.top_latent_dim),
+            (tuple(config.hidden_dims), tuple(config.top_hidden_dims)), p_x, dtype)
     p_z = priors.make(config.prior, config.prior_components) if stochastic else None
     if config.architecture == "conv":
         (hidden,) = tuple(config.hidden_dims)  # configs.validate: one width for conv

@@ -14,6 +14,7 @@ example unless stated:
 | `kl_per_dim` | (1/N) Σ_n KL(q(z_d|x_n) ‖ N(0, 1)) per latent dimension d; sums to `kl` (None for a prior that does not factorise, e.g. a mixture) |
 | `mean_variance_per_dim` | A_d = Var_n(E_q[z_d|x_n]) = Var_n(μ_d(x_n)), Burda et al.'s activity |
 | `active_units` | #{d : A_d > 0.01}, the number of active latent units (Burda et al. 2015, §5.2) |
+| `kl_bottom`, `kl_top`, `active_units_top`, `latent_dim_top` | two stochastic layers only (`vae_jax.hierarchical`): the rate of z₁ (log q(z₁∣x) − log p(z₁∣z₂)) and of z₂ (KL(q(z₂∣z₁) ‖ N(0, I))), summing to `kl`, and the top layer's active units (A_d of μ₂(μ₁(x))) |
 
 `nll` ≥ −log p(x) in expectation, and it shrinks towards it as K grows; on average `nll` ≤
 `neg_elbo`. For dynamically binarised MNIST the standard protocol binarises the test set once with a
@@ -62,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from vae_jax import corruption, distributions, iwae, latent, objectives, priors
+from vae_jax import corruption, distributions, hierarchical, iwae, latent, objectives, priors
 from vae_jax.app import builders, data, run_folder, runs
 from vae_jax.errors import ConfigError, ShapeError
 from vae_jax.model import VAE, Params, check_input
@@ -128,6 +129,11 @@ def elbo_terms(vae: VAE, params: Params, x: jax.Array, eval_key: jax.Array,
     Raises `ShapeError` (at trace time) for x not of shape (N, *vae.input_shape).
     """
     keys = jax.random.split(jax.random.fold_in(eval_key, 1), x.shape[0])
+    if isinstance(vae, hierarchical.TwoLayerVAE):  # the rate per layer as well
+        terms = jax.lax.map(lambda xk: hierarchical.terms(vae, params, xk[0], xk[1]), (x, keys),
+                            batch_size=chunk_size)
+        return {"neg_elbo": -terms.elbo, "reconstruction_loss": -terms.reconstruction,
+                "kl": terms.kl, "kl_bottom": terms.rate_bottom, "kl_top": terms.rate_top}
     terms = jax.lax.map(lambda xk: objectives.elbo(vae, params, xk[0], xk[1]), (x, keys),
                         batch_size=chunk_size)
     return {"neg_elbo": -terms.elbo, "reconstruction_loss": -terms.reconstruction,
@@ -144,7 +150,12 @@ def elbo_means(vae: VAE, params: Params, x: jax.Array, eval_key: jax.Array,
 def _example_metrics(vae: VAE, params: Params, x: jax.Array, iwae_key: jax.Array,
                      num_samples: int, chunk_size: int | None) -> dict[str, jax.Array]:
     """The IWAE terms of one example x: "nll" (a scalar), and "mean", "kl_per_dim" (latent_dim,)
-    of q(z|x)."""
+    of q(z|x); for a two-layer model "mean" of q(z₁|x) and "mean_top", the mean of q(z₂|z₁) at
+    z₁ = that mean (the top layer's code, for its active units)."""
+    if isinstance(vae, hierarchical.TwoLayerVAE):
+        log_px = hierarchical.iwae_bound(vae, params, x, iwae_key, num_samples, chunk_size)
+        mean, _ = vae.encode(params, x)
+        return {"nll": -log_px, "mean": mean, "mean_top": vae.encode_top(params, mean)[0]}
     log_px = iwae.iwae_bound(vae, params, x, iwae_key, num_samples, chunk_size)
     mean, log_variance = vae.encode(params, x)
     if not priors.has_kl_per_dimension(vae.prior):
@@ -260,7 +271,8 @@ def summarize(elbo: dict[str, Any], per_example: dict[str, np.ndarray],
               time_s: float | None = None) -> dict[str, Any]:
     """The ELBO means (`elbo_means`) and the per-example terms of `make_batch_evaluator` (padding
     removed) → the JSON-ready report of `evaluate`."""
-    means = {**{k: float(elbo[k]) for k in ("neg_elbo", "reconstruction_loss", "kl")},
+    means = {**{k: float(elbo[k]) for k in ("neg_elbo", "reconstruction_loss", "kl",
+                                              "kl_bottom", "kl_top") if k in elbo},
              "nll": float(np.mean(per_example["nll"]))}
     num_examples = len(per_example["nll"])
     variances = mean_variance_per_dim(per_example["mean"])
@@ -278,6 +290,9 @@ def summarize(elbo: dict[str, Any], per_example: dict[str, np.ndarray],
         "num_examples": num_examples,
         "num_samples": num_samples,
     }
+    if "mean_top" in per_example:  # two stochastic layers: the top layer's units
+        report["active_units_top"] = active_units(per_example["mean_top"])
+        report["latent_dim_top"] = int(per_example["mean_top"].shape[1])
     if time_s is not None:
         report["time_s"] = round(time_s, 3)
     return report
@@ -453,7 +468,7 @@ def evaluate_workdir(workdir: str, step: int | None = None,
         raise ConfigError(f"noise_kind must be one of {corruption.CORRUPTIONS[1:]}, got "
                           f"{noise_kind!r}")
     _, config = runs.load_config(workdir, step)  # every checkpoint of a run has one likelihood
-    if config.model == "vae" and config.likelihood in _NOT_DENSITIES:
+    if config.model != "ae" and config.likelihood in _NOT_DENSITIES:
         raise ConfigError(f"the run's reconstruction term ({config.likelihood}) is not a "
                           "log-density, so there is no ELBO or log-likelihood to evaluate")
     path = os.path.join(workdir, EVAL_FILE)
@@ -533,13 +548,18 @@ def format_report(report: dict[str, Any]) -> str:
         ("rate KL(q(z|x) ‖ p(z))", report["kl"], None),
         ("distortion −log p(x|z)", report["reconstruction_loss"], None),
     ]
+    if "kl_top" in report:  # two stochastic layers: the rate of each
+        rows[2:3] = [("rate of z₁", report["kl_bottom"], None),
+                     ("rate of z₂", report["kl_top"], None)]
     lines = _header(report)
     lines.append(f"{'':26s} {'nats':>9s} {'bits/dim':>9s}")
     for name, nats, bits in rows:
         lines.append(f"{name:26s} {nats:9.2f} " + (f"{bits:9.4f}" if bits is not None else ""))
     lines.append(f"{'NLL standard error':26s} {report['nll_standard_error']:9.2f}")
     lines.append(f"active units (A_d > {report['active_unit_threshold']:g})  "
-                 f"{report['active_units']} / {report['latent_dim']}")
+                 f"{report['active_units']} / {report['latent_dim']}"
+                 + (f" (z₁), {report['active_units_top']} / {report['latent_dim_top']} (z₂)"
+                    if "active_units_top" in report else ""))
     if report["kl_per_dim"] is not None:
         lines.append("KL per dim: " + " ".join(f"{v:.2f}" for v in report["kl_per_dim"]))
     lines += _format_denoising(report)

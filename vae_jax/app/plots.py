@@ -441,7 +441,7 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     # pylint: disable=import-outside-toplevel
     import jax
 
-    from vae_jax import latent
+    from vae_jax import hierarchical, latent
     from vae_jax.app import evaluation, run_folder
 
     vae, params, config = run.vae, run.params, run.config
@@ -466,13 +466,20 @@ def visualize_run(run, out_dir: str, seed: Optional[int] = None,
     written["reconstructions"] = save_reconstructions(
         path("reconstructions"), shown, decode(vae, params, codes[:32]),
         title=f"test images and reconstructions ({name})")
-    standard = vae.prior.name == "standard_normal"
-    prior = "N(0, I)" if standard else f"the learned {vae.prior.name} prior"
+    two_layers = isinstance(vae, hierarchical.TwoLayerVAE)
+    standard = not two_layers and vae.prior.name == "standard_normal"
+    prior = ("N(0, I)" if standard else "p(z₁|z₂) N(z₂; 0, I)" if two_layers
+             else f"the learned {vae.prior.name} prior")
     # A learned prior's range: the box of its draws (N(0, I)'s is known: Φ⁻¹, ±3).
     prior_low, prior_high = (None, None) if standard or not vae.stochastic else \
         prior_box(vae, params, jax.random.fold_in(key, 3))
+    if two_layers:
+        samples = decode(vae, params, hierarchical.sample(vae, params, jax.random.fold_in(key, 2),
+                                                          64))
+    else:
+        samples = latent.sample_images(vae, params, jax.random.fold_in(key, 2), 64) \
+            if vae.stochastic else None
     if vae.stochastic:
-        samples = latent.sample_images(vae, params, jax.random.fold_in(key, 2), 64)
         written["samples"] = save_image_grid(path("samples"), samples, 8,
                                              title=f"E[x|z], z ~ {prior} ({name})")
     else:
@@ -542,10 +549,13 @@ def prior_box(vae, params, key, num: int = 10_000) -> tuple[np.ndarray, np.ndarr
     # pylint: disable=import-outside-toplevel
     import jax
 
-    from vae_jax import model as model_lib
+    from vae_jax import hierarchical, model as model_lib
 
-    draws = jax.jit(vae.prior.sample, static_argnums=(2, 3))(
-        model_lib.prior_params(vae, params), key, num, vae.latent_dim)
+    if isinstance(vae, hierarchical.TwoLayerVAE):  # z₁'s marginal: ancestral draws
+        draws = jax.jit(hierarchical.sample, static_argnums=(0, 3))(vae, params, key, num)
+    else:
+        draws = jax.jit(vae.prior.sample, static_argnums=(2, 3))(
+            model_lib.prior_params(vae, params), key, num, vae.latent_dim)
     low, high = np.percentile(np.asarray(draws, np.float64), [1, 99], axis=0)
     return low, high
 

@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import corruption, iwae, model as model_lib, objectives
+from vae_jax import corruption, hierarchical, iwae, model as model_lib, objectives
 from vae_jax.app import (builders, checkpointing, configs, data, distributed, evaluation,
                          input_pipeline, prng, run_folder, summaries)
 from vae_jax.app.builders import RunKeys  # pylint: disable=unused-import  (re-exported)
@@ -97,7 +97,14 @@ def make_loss_fn(vae: model_lib.VAE, objective: str = "elbo", free_bits: Any = 0
     `free_bits`, and the L1 penalty `code_l1` on a plain autoencoder's code) when `objective` is
     "elbo", `iwae.iwae_loss` with K = `iwae_samples` and the gradient estimator `iwae_gradient`
     (β unused) when "iwae". `x_input`, when
-    given, is the encoder's input (a corrupted x: denoising); the loss scores the clean x."""
+    given, is the encoder's input (a corrupted x: denoising); the loss scores the clean x.
+    A two-layer model (`vae_jax.hierarchical.TwoLayerVAE`) minimises `hierarchical.loss`, the
+    ELBO or, with "iwae", the K-sample bound (its config refuses β, free bits, codes and
+    corruption: `configs.validate`)."""
+    if isinstance(vae, hierarchical.TwoLayerVAE):
+        num_samples = iwae_samples if objective == "iwae" else 1
+        return lambda params, x, key, beta, x_input=None: hierarchical.loss(
+            vae, params, x, key, num_samples)
     if objective == "elbo":
         return lambda params, x, key, beta, x_input=None: objectives.loss(
             vae, params, x, key, beta, free_bits, x_input, code_l1)
@@ -444,7 +451,10 @@ def pictures(vae: model_lib.VAE, params, test_x: jax.Array, key: jax.Array,
     inputs = test_x[: count * 4]
     mean, _ = vae.encode(params, inputs)
     recons = vae.observation_mean(vae.decode(params, mean))
-    z = vae.prior.sample(model_lib.prior_params(vae, params), key, 64, vae.latent_dim)
+    if isinstance(vae, hierarchical.TwoLayerVAE):  # ancestral: z₂ ~ N(0, I), z₁ ~ p(z₁|z₂)
+        z = hierarchical.sample(vae, params, key, 64)
+    else:
+        z = vae.prior.sample(model_lib.prior_params(vae, params), key, 64, vae.latent_dim)
     return inputs, recons, vae.observation_mean(vae.decode(params, z))
 
 

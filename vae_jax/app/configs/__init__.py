@@ -120,17 +120,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(_is_int(config.prior_components) and config.prior_components > 0,
              "prior_components", config.prior_components, "a positive integer")
     if config.prior != "standard_normal":
-        _require(config.model == "vae", "prior", config.prior,
+        _require(config.model != "ae", "prior", config.prior,
                  "'standard_normal' for the plain autoencoder (model='ae'), which has no prior")
         _require(config.free_bits == 0, "free_bits", config.free_bits,
                  f"0 with prior={config.prior!r}, whose KL does not split into one term per "
                  "latent dimension")
     _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
              "one width when architecture='conv', e.g. '(256,)'")
+    if config.model == "two_layer_vae":
+        _validate_two_layers(config)
     _require(config.objective == "iwae" or config.iwae_gradient == "iwae", "iwae_gradient",
              config.iwae_gradient, "'iwae' (the default) unless objective='iwae'")
     if config.objective == "iwae":
-        _require(config.model == "vae", "objective", config.objective,
+        _require(config.model != "ae", "objective", config.objective,
                  "'elbo' for the plain autoencoder (model='ae'), which has no posterior to weigh")
         for field, neutral in (("beta", 1.0), ("kl_warmup_steps", 0), ("free_bits", 0.0)):
             _require(config[field] == neutral, field, config[field],
@@ -145,6 +147,27 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _require(config[field] is None or isinstance(config[field], str), field, config[field],
                  "a folder path or None")
     return config
+
+
+def _validate_two_layers(config: ml_collections.ConfigDict) -> None:
+    """The fields of model='two_layer_vae' (`vae_jax.hierarchical`): its sizes, and the options
+    its bound does not have."""
+    _require(_is_int(config.top_latent_dim) and config.top_latent_dim > 0, "top_latent_dim",
+             config.top_latent_dim, "a positive integer")
+    widths = config.top_hidden_dims
+    _require(isinstance(widths, (tuple, list)) and all(_is_int(h) and h > 0 for h in widths),
+             "top_hidden_dims", widths, "a tuple of positive integers, e.g. '(100, 100)'")
+    for field, neutral, why in (
+            ("architecture", "mlp", "the two-layer model is an MLP"),
+            ("prior", "standard_normal", "its top layer's prior is N(0, I)"),
+            ("beta", 1.0, "its bound has no KL weight"),
+            ("kl_warmup_steps", 0, "its bound has no KL weight"),
+            ("free_bits", 0.0, "its bound has no KL weight"),
+            ("iwae_gradient", "iwae", "DReG is for one stochastic layer"),
+            ("corruption", "none", "denoising is for one stochastic layer"),
+            ("code_l1", 0.0, "sparse codes are for the plain autoencoder")):
+        _require(config[field] == neutral, field, config[field],
+                 f"{neutral!r} with model='two_layer_vae' ({why})")
 
 
 def _validate_applications(config: ml_collections.ConfigDict) -> None:
@@ -185,7 +208,12 @@ FIELD_HELP = {
     "binarize": "dynamic binarisation (a fresh Bernoulli draw of every image at every use)",
     "exclude_labels": "labels dropped from the training split (the test split keeps them), "
                       "e.g. `'(7,)'` for one-digit-held-out anomaly detection",
-    "model": "`vae`, or `ae`: the plain autoencoder (deterministic code, no sampling, no KL)",
+    "model": "`vae`, or `ae`: the plain autoencoder (deterministic code, no sampling, no KL), "
+             "or `two_layer_vae`: two stochastic layers x → z₁ → z₂ (Burda et al. 2015; MLP, "
+             "`vae_jax.hierarchical`)",
+    "top_latent_dim": "`two_layer_vae`: the size of the top layer z₂ (z₁ has `latent_dim`)",
+    "top_hidden_dims": "`two_layer_vae`: the widths between z₁ and z₂ (q(z₂∣z₁), and reversed "
+                       "in p(z₁∣z₂))",
     "architecture": "`mlp`, or `conv` (stride-2 4×4 convolutions; H and W must divide by "
                     "2^len(conv_channels))",
     "hidden_dims": "MLP hidden widths (the decoder mirrors them), "

@@ -16,7 +16,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.binarize = True  # dynamic binarisation: a fresh Bernoulli draw per use
     config.exclude_labels = ()  # labels dropped from the training split (held-out classes)
     # Model.
-    config.model = "vae"  # "vae", or "ae": the plain autoencoder (no variance, sampling or KL)
+    config.model = "vae"  # "vae", or "ae": the plain autoencoder (no variance, sampling or KL),
+    # or "two_layer_vae": x -> z1 -> z2 (vae_jax.hierarchical; MLP): z1 has latent_dim units and
+    # hidden_dims widths, z2 top_latent_dim units and top_hidden_dims widths.
+    config.top_latent_dim = 50
+    config.top_hidden_dims = (100, 100)
     config.architecture = "mlp"  # "mlp" or "conv"
     config.hidden_dims = (400,)  # MLP widths; for conv, the one dense layer's width
     config.conv_channels = (32, 64)  # conv only: stride-2 layers; H and W must divide by 2^len
