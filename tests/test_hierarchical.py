@@ -158,8 +158,13 @@ def test_bad_input_is_one_line():
         with pytest.raises(vae_jax.ConfigError, match="is for one stochastic layer; for a "
                                                       "two-layer model use vae_jax.hierarchical"):
             call()
-    with pytest.raises(vae_jax.ShapeError, match="latent_dims \\(d1, d2\\)"):
-        hierarchical.two_layer_mlp_vae((4, 4, 1), latent_dims=(6,))
+    for arguments in ({"latent_dims": (6,)}, {"latent_dims": 3},
+                      {"hidden_dims": (200, 200)}):  # mlp_vae's habit: one tuple of widths
+        with pytest.raises(vae_jax.ShapeError, match="latent_dims \\(d1, d2\\) and "
+                                                     "hidden_dims"):
+            hierarchical.two_layer_mlp_vae((4, 4, 1), **arguments)
+    with pytest.raises(vae_jax.ShapeError, match="use vae_jax.hierarchical.batch_terms"):
+        hierarchical.terms(model, params, x, jax.random.key(0))
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
@@ -192,7 +197,7 @@ def test_the_two_layer_config_refuses_what_its_bound_has_not():
     from vae_jax.app import configs  # pylint: disable=import-outside-toplevel
 
     for overrides, message in (
-            ({"architecture": "conv", "hidden_dims": (16,)}, "config.architecture"),
+            ({"architecture": "conv"}, "config.architecture"),
             ({"prior": "vampprior"}, "config.prior"), ({"beta": 2.0}, "config.beta"),
             ({"kl_warmup_steps": 10}, "config.kl_warmup_steps"),
             ({"objective": "iwae", "iwae_gradient": "dreg"}, "config.iwae_gradient"),

@@ -121,9 +121,12 @@ def two_layer_mlp_vae(input_shape: Sequence[int], latent_dims: Sequence[int] = (
       ConfigError: `likelihood` is not a `vae_jax.Likelihood`.
     """
     input_shape = tuple(_positive_int("input_shape entries", int(d)) for d in input_shape)
-    if len(latent_dims) != 2 or len(hidden_dims) != 2:
+    pairs = all(isinstance(value, (tuple, list)) and len(value) == 2
+                for value in (latent_dims, hidden_dims))
+    if not pairs or not all(isinstance(widths, (tuple, list)) for widths in hidden_dims):
         raise ShapeError(f"two_layer_mlp_vae takes latent_dims (d1, d2) and hidden_dims "
-                         f"(widths1, widths2), got {latent_dims!r} and {hidden_dims!r}")
+                         f"((widths of layer 1), (widths of layer 2)), e.g. (100, 50) and "
+                         f"((200, 200), (100, 100)); got {latent_dims!r} and {hidden_dims!r}")
     d1, d2 = (_positive_int("latent_dims entries", d) for d in latent_dims)
     widths = [tuple(_positive_int("hidden_dims entries", h) for h in layer)
               for layer in hidden_dims]

@@ -171,7 +171,8 @@ def require_one_layer(model: Any, function: str) -> None:
 # The batched counterpart of each single-example function, named in check_input's messages.
 _BATCHED = {"elbo": "vae_jax.batch_elbo", "iwae_bound": "iwae.batch_iwae_bound",
             "iwae_objective": "iwae.iwae_loss", "iwae_terms": "iwae.iwae_loss",
-            "log_importance_weights": "jax.vmap(iwae.log_importance_weights)"}
+            "log_importance_weights": "jax.vmap(iwae.log_importance_weights)",
+            "hierarchical.terms": "vae_jax.hierarchical.batch_terms"}
 
 
 def _model_first(function: str, model, params) -> tuple["VAE", Params]:

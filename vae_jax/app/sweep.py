@@ -68,7 +68,8 @@ FLOAT_FIELDS = builders.HYPERPARAMETERS
 SWEEPABLE_FIELDS = FLOAT_FIELDS + ("seed",)
 # Fields that set array shapes: one vmapped program cannot hold members that differ in them.
 SHAPE_FIELDS = ("latent_dim", "hidden_dims", "conv_channels", "batch_size", "iwae_samples",
-                "dataset", "architecture", "model", "gaussian_scale")
+                "dataset", "architecture", "model", "gaussian_scale", "prior",
+                "prior_components", "top_latent_dim", "top_hidden_dims")
 SWEEP_MODES = ("grid", "zip")
 SWEEP_FILE = run_folder.SWEEP_FILE
 MEMBERS_DIR = "members"

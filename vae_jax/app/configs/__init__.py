@@ -125,10 +125,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _require(config.free_bits == 0, "free_bits", config.free_bits,
                  f"0 with prior={config.prior!r}, whose KL does not split into one term per "
                  "latent dimension")
-    _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
-             "one width when architecture='conv', e.g. '(256,)'")
     if config.model == "two_layer_vae":
         _validate_two_layers(config)
+    _require(config.architecture != "conv" or len(hidden) == 1, "hidden_dims", hidden,
+             "one width when architecture='conv', e.g. '(256,)'")
     _require(config.objective == "iwae" or config.iwae_gradient == "iwae", "iwae_gradient",
              config.iwae_gradient, "'iwae' (the default) unless objective='iwae'")
     if config.objective == "iwae":
@@ -245,7 +245,8 @@ FIELD_HELP = {
     "iwae_samples": "`iwae`: the number K of importance samples per example",
     "iwae_gradient": "`iwae`: the gradient estimator, `iwae` (Burda et al. 2015) or `dreg`, "
                      "doubly reparameterised (Tucker et al. 2019): the same expectation, a "
-                     "lower variance of the encoder's gradient",
+                     "lower variance of the encoder's gradient (with the VampPrior, whose "
+                     "log p(z) reads the encoder, lower in total, not in every parameter)",
     "corruption": "denoising: the encoder reads a corrupted batch, the reconstruction term "
                   "scores the clean one — `none`, `gaussian`, `mask` or `salt_and_pepper` "
                   "(`vae_jax.corruption`)",
